@@ -1,0 +1,60 @@
+"""kdisco: find Kubernetes Services the way the cluster publishes them.
+
+    >>> import kdisco
+    >>> res = kdisco.discover("payments")                       # doctest: +SKIP
+    >>> res = kdisco.discover("payments.billing", port="http")  # doctest: +SKIP
+
+Cluster DNS first, then the kubelet's service variables, then the Kubernetes API;
+typed endpoints; one error tree rooted at ``DiscoveryError``.
+"""
+
+from ._chain import RetryPolicy
+from ._deadline import Deadline
+from ._discoverer import Discoverer, discover, get_default_discoverer, reset_default_discoverer
+from ._exceptions import (
+    AccessDenied,
+    ConfigurationError,
+    DiscoveryError,
+    DiscoveryTimeout,
+    DiscoveryUnavailable,
+    InvalidServiceName,
+    NoReadyEndpoints,
+    PortNotFound,
+    ServiceNotFound,
+    TransientError,
+)
+from ._models import Attempt, Endpoint, Outcome, Resolution, ServiceKind, ServicePort, ServiceRef
+from ._names import Query
+from ._strategy import Miss, Strategy
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AccessDenied",
+    "Attempt",
+    "ConfigurationError",
+    "Deadline",
+    "Discoverer",
+    "DiscoveryError",
+    "DiscoveryTimeout",
+    "DiscoveryUnavailable",
+    "Endpoint",
+    "InvalidServiceName",
+    "Miss",
+    "NoReadyEndpoints",
+    "Outcome",
+    "PortNotFound",
+    "Query",
+    "Resolution",
+    "RetryPolicy",
+    "ServiceKind",
+    "ServiceNotFound",
+    "ServicePort",
+    "ServiceRef",
+    "Strategy",
+    "TransientError",
+    "__version__",
+    "discover",
+    "get_default_discoverer",
+    "reset_default_discoverer",
+]

@@ -1,0 +1,137 @@
+"""The ``env`` strategy: the service variables the kubelet writes at container start."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from ._deadline import Deadline
+from ._models import Endpoint, Outcome, Resolution, ServiceKind, ServicePort
+from ._names import Query
+from ._strategy import Miss
+
+_PROTOCOLS = ("TCP", "UDP", "SCTP")
+# Docker-link names of *another* Service can look like named ports of this one
+# (Service "foo-service" exports FOO_SERVICE_PORT_80_TCP); these are never port names.
+_LINK_SUFFIX = re.compile(r"\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?")
+
+
+def env_prefix(service_name: str) -> str:
+    """The kubelet's variable prefix: upper-case, '-' becomes '_'."""
+    return service_name.upper().replace("-", "_")
+
+
+class EnvStrategy:
+    """Read ``<SVC>_SERVICE_HOST`` / ``_SERVICE_PORT[_<NAME>]`` / ``<SVC>_PORT_<n>_<PROTO>``.
+
+    The kubelet writes these only for Services with a ClusterIP in the pod's own
+    namespace that existed when the container started, so answers are marked as a
+    snapshot, and a missing variable is only weak evidence that the Service is absent.
+    """
+
+    name = "env"
+
+    def __init__(self, environ: Mapping[str, str], *, namespace: str) -> None:
+        self._environ = environ
+        self._namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"EnvStrategy(namespace={self._namespace!r})"
+
+    def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        env = self._environ
+        if not env.get("KUBERNETES_SERVICE_HOST"):
+            return Miss(
+                Outcome.NOT_APPLICABLE,
+                "not in a pod: KUBERNETES_SERVICE_HOST is unset, so the kubelet wrote no "
+                "service variables",
+            )
+        service = query.service
+        if service.namespace != self._namespace:
+            return Miss(
+                Outcome.NOT_APPLICABLE,
+                f"service variables cover only the pod's own namespace "
+                f"{self._namespace!r}, not {service.namespace!r}",
+            )
+        prefix = env_prefix(service.name)
+        host = env.get(f"{prefix}_SERVICE_HOST", "").strip()
+        if not host:
+            return Miss(
+                Outcome.NOT_FOUND,
+                f"no {prefix}_SERVICE_HOST (headless and ExternalName Services, and those "
+                "created after the container started, get no variables)",
+            )
+        ports = self._ports(prefix)
+        chosen = _choose(ports, query.port)
+        if chosen is None:
+            if query.port is None:
+                # A ClusterIP Service without ports: the address alone is the answer.
+                return self._resolution(query, host, ports, None)
+            known = ", ".join(_port_label(p) for p in ports) or "none"
+            return Miss(
+                Outcome.NO_SUCH_PORT,
+                f"{prefix}_* variables declare no {query.describe_port()} (ports: {known})",
+            )
+        return self._resolution(query, host, ports, chosen)
+
+    def _resolution(
+        self, query: Query, host: str, ports: tuple[ServicePort, ...], chosen: ServicePort | None
+    ) -> Resolution:
+        return Resolution(
+            service=query.service,
+            # Only Services with a ClusterIP get variables; NodePort and LoadBalancer
+            # Services have one too, which env cannot tell apart.
+            kind=ServiceKind.CLUSTER_IP,
+            endpoints=(Endpoint(host=host, port=chosen.port if chosen else None),),
+            ports=ports,
+            port=chosen,
+            snapshot=True,
+            source=self.name,
+        )
+
+    def _ports(self, prefix: str) -> tuple[ServicePort, ...]:
+        env = self._environ
+        protocols: dict[int, str] = {}
+        link = re.compile(rf"{re.escape(prefix)}_PORT_(\d+)_({'|'.join(_PROTOCOLS)})")
+        for key in env:
+            m = link.fullmatch(key)
+            if m:
+                protocols.setdefault(int(m.group(1)), m.group(2))
+        names: dict[int, list[str]] = {}
+        named = f"{prefix}_SERVICE_PORT_"
+        for key, value in env.items():
+            if not key.startswith(named):
+                continue
+            suffix = key[len(named) :]
+            if _LINK_SUFFIX.fullmatch(suffix) or not value.strip().isdigit():
+                continue
+            # Port names are lower-case RFC 1123 labels: '_' can only have been '-'.
+            names.setdefault(int(value), []).append(suffix.lower().replace("_", "-"))
+        first_text = env.get(f"{prefix}_SERVICE_PORT", "").strip()
+        first = int(first_text) if first_text.isdigit() else None
+
+        numbers = sorted(set(protocols) | set(names) | ({first} if first else set()))
+        if first is not None:
+            numbers.remove(first)
+            numbers.insert(0, first)
+        ports: list[ServicePort] = []
+        for number in numbers:
+            port_names: list[str | None] = [*sorted(names.get(number, []))] or [None]
+            for port_name in port_names:
+                ports.append(
+                    ServicePort(port=number, name=port_name, protocol=protocols.get(number, "TCP"))
+                )
+        return tuple(ports)
+
+
+def _choose(ports: tuple[ServicePort, ...], wanted: int | str | None) -> ServicePort | None:
+    if wanted is None:
+        return ports[0] if ports else None
+    for p in ports:
+        if (isinstance(wanted, str) and p.name == wanted) or p.port == wanted:
+            return p
+    return None
+
+
+def _port_label(p: ServicePort) -> str:
+    return f"{p.name}={p.port}" if p.name else str(p.port)

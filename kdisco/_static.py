@@ -1,0 +1,217 @@
+"""The ``static`` strategy: a fixed map of Services to addresses, from code or a TOML file.
+
+This is how an application that used to hard-code hosts runs on a laptop, and what
+``kdisco.testing.FakeResolver`` builds on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import tomllib
+from collections.abc import Iterable, Mapping
+from os import PathLike
+from typing import Any
+
+import attrs
+
+from ._deadline import Deadline
+from ._exceptions import ConfigurationError, InvalidServiceName
+from ._models import Endpoint, Outcome, Resolution, ServiceKind, ServicePort
+from ._names import Query, check_port, parse_query
+from ._strategy import Miss
+
+#: What one entry of the map may be: addresses (``"host:port"``, ``"host"``,
+#: ``"[v6]:port"``, or Endpoint objects), or a mapping with ``endpoints`` and named
+#: ``ports`` (``{"endpoints": ["127.0.0.1"], "ports": {"http": 8080}}``).
+StaticEntry = Iterable[str | Endpoint] | Mapping[str, Any]
+
+
+@attrs.frozen
+class _Entry:
+    endpoints: tuple[Endpoint, ...]
+    ports: tuple[ServicePort, ...]
+
+
+def parse_address(text: object, *, where: str) -> Endpoint:
+    """``host``, ``host:port``, ``ip``, ``[ipv6]`` or ``[ipv6]:port`` as an Endpoint."""
+    if not isinstance(text, str) or not text or text != text.strip():
+        raise ConfigurationError(f"{where}: {text!r} is not a 'host:port' address")
+    host, port_text = text, ""
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0 or text[close + 1 : close + 2] not in ("", ":"):
+            raise ConfigurationError(f"{where}: {text!r} is not '[ipv6]:port'")
+        host, port_text = text[1:close], text[close + 2 :]
+        _ip(host, text, where, version=6)
+        if text.endswith(":"):
+            raise ConfigurationError(f"{where}: {text!r} has an empty port")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        if not port_text:
+            raise ConfigurationError(f"{where}: {text!r} has an empty port")
+    elif ":" in text:
+        _ip(text, text, where, version=6)  # a bare IPv6 literal, no port
+    if not host:
+        raise ConfigurationError(f"{where}: {text!r} has an empty host")
+    port: int | None = None
+    if port_text:
+        if not port_text.isdigit():
+            raise ConfigurationError(f"{where}: {text!r}: port {port_text!r} is not a number")
+        port = int(port_text)
+        if not 1 <= port <= 65535:
+            raise ConfigurationError(f"{where}: {text!r}: port {port} is outside 1-65535")
+    return Endpoint(host=host, port=port)
+
+
+def _ip(host: str, text: str, where: str, *, version: int) -> None:
+    try:
+        ok = ipaddress.ip_address(host).version == version
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigurationError(f"{where}: {text!r}: {host!r} is not an IPv{version} address")
+
+
+def _entry(key: str, value: object) -> _Entry:
+    where = f"static entry {key!r}"
+    ports: tuple[ServicePort, ...] = ()
+    raw: object = value
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"endpoints", "ports"}
+        if unknown:
+            raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+        raw = value.get("endpoints", ())
+        named = value.get("ports", {})
+        if not isinstance(named, Mapping):
+            raise ConfigurationError(f"{where}: 'ports' must map port names to numbers")
+        parsed: list[ServicePort] = []
+        for port_name, number in named.items():
+            try:
+                checked_name = check_port(port_name, key)
+                checked_number = check_port(number, key)
+            except InvalidServiceName as exc:
+                raise ConfigurationError(f"{where}: {exc}") from None
+            if not isinstance(checked_name, str) or not isinstance(checked_number, int):
+                raise ConfigurationError(
+                    f"{where}: ports must map a name to a number, not {port_name!r}={number!r}"
+                )
+            parsed.append(ServicePort(name=checked_name, port=checked_number))
+        ports = tuple(parsed)
+    if isinstance(raw, str | bytes) or not isinstance(raw, Iterable):
+        raise ConfigurationError(f"{where}: expected a list of 'host:port' addresses")
+    endpoints = tuple(
+        item if isinstance(item, Endpoint) else parse_address(item, where=where) for item in raw
+    )
+    if not endpoints:
+        raise ConfigurationError(f"{where}: no addresses")
+    return _Entry(endpoints=endpoints, ports=ports)
+
+
+def _key(text: object) -> tuple[str, str | None]:
+    """``svc`` or ``svc.ns`` (or a full name) as (name, namespace-or-None)."""
+    if not isinstance(text, str):
+        raise ConfigurationError(f"static key {text!r} is not a str")
+    if ":" in text:
+        raise ConfigurationError(f"static key {text!r}: put ports in the addresses, not the key")
+    try:
+        q = parse_query(text, namespace=None, default_namespace="\0", cluster_domain="x")
+    except InvalidServiceName as exc:
+        raise ConfigurationError(f"static key {text!r}: {exc}") from None
+    ns = None if q.service.namespace == "\0" else q.service.namespace
+    return q.service.name, ns
+
+
+class StaticStrategy:
+    """Answer from a fixed map: ``{"svc": [...], "svc.ns": [...]}``.
+
+    A bare ``svc`` key matches that Service in any namespace; ``svc.ns`` matches only
+    there and wins over the bare key. With a port asked for: a number must match the
+    entry's port (entries without a port take it); a name is looked up in the entry's
+    ``ports`` and, when the entry names no ports, the entry's own addresses are used
+    as they are. Everything is validated when the map is built, before any lookup.
+    """
+
+    def __init__(self, mapping: Mapping[str, StaticEntry], *, name: str = "static") -> None:
+        if not isinstance(mapping, Mapping):
+            raise ConfigurationError(
+                f"static map must be a mapping of names to addresses, not {type(mapping).__name__}"
+            )
+        self._name = name
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str | None], _Entry] = {}
+        for key, value in mapping.items():
+            self._entries[_key(key)] = _entry(key, value)
+
+    @classmethod
+    def from_file(cls, path: str | PathLike[str], *, name: str = "static") -> StaticStrategy:
+        """Load ``[services]`` from a TOML file (see the README for the format)."""
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read static file {str(path)!r}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"static file {str(path)!r} is not TOML: {exc}") from exc
+        services = data.get("services")
+        if not isinstance(services, dict):
+            raise ConfigurationError(f"static file {str(path)!r} has no [services] table")
+        return cls(services, name=name)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self._entries)} services)"
+
+    def _set(self, key: str, value: StaticEntry) -> None:
+        parsed = (_key(key), _entry(key, value))
+        with self._lock:
+            self._entries[parsed[0]] = parsed[1]
+
+    def _remove(self, key: str) -> None:
+        k = _key(key)
+        with self._lock:
+            self._entries.pop(k, None)
+
+    def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        service = query.service
+        with self._lock:
+            entry = self._entries.get((service.name, service.namespace)) or self._entries.get(
+                (service.name, None)
+            )
+        if entry is None:
+            return Miss(Outcome.NOT_FOUND, f"no static entry for {service}")
+        endpoints = entry.endpoints
+        chosen: ServicePort | None = None
+        wanted = query.port
+        if isinstance(wanted, str):
+            chosen = next((p for p in entry.ports if p.name == wanted), None)
+            if chosen is None and entry.ports:
+                names = ", ".join(f"{p.name}={p.port}" for p in entry.ports)
+                return Miss(
+                    Outcome.NO_SUCH_PORT,
+                    f"static entry for {service} has no port {wanted!r} (ports: {names})",
+                )
+            if chosen is not None:
+                endpoints = tuple(
+                    ep if ep.port is not None else attrs.evolve(ep, port=chosen.port)
+                    for ep in endpoints
+                )
+        elif isinstance(wanted, int):
+            if any(ep.port not in (None, wanted) for ep in endpoints):
+                return Miss(
+                    Outcome.NO_SUCH_PORT,
+                    f"static entry for {service} lists other ports than {wanted}",
+                )
+            endpoints = tuple(attrs.evolve(ep, port=wanted) for ep in endpoints)
+            chosen = next((p for p in entry.ports if p.port == wanted), None)
+        return Resolution(
+            service=service,
+            kind=ServiceKind.UNKNOWN,
+            endpoints=endpoints,
+            ports=entry.ports,
+            port=chosen,
+            source=self._name,
+        )

@@ -1,0 +1,48 @@
+"""The one contract every discovery strategy implements."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from ._deadline import Deadline
+from ._models import Outcome, Resolution
+from ._names import Query
+
+_MISS_OUTCOMES = frozenset(
+    {Outcome.NOT_FOUND, Outcome.NOT_APPLICABLE, Outcome.NO_SUCH_PORT, Outcome.NO_READY_ENDPOINTS}
+)
+
+
+@attrs.frozen
+class Miss:
+    """A strategy's definitive "no answer from me", with the reason.
+
+    ``outcome`` is one of NOT_FOUND, NOT_APPLICABLE, NO_SUCH_PORT, NO_READY_ENDPOINTS.
+    A miss is never retried; the chain moves on to the next strategy.
+    """
+
+    outcome: Outcome = attrs.field()
+    reason: str
+
+    @outcome.validator
+    def _check(self, _: attrs.Attribute[Outcome], value: Outcome) -> None:
+        if value not in _MISS_OUTCOMES:
+            raise ValueError(f"a Miss cannot have outcome {value!r}")
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """One way to find a Service.
+
+    ``lookup`` returns a ``Resolution`` (an answer) or a ``Miss`` (a definitive no, with
+    the reason). It raises ``kdisco.TransientError`` for a failure worth retrying, and
+    ``kdisco.AccessDenied`` when it was refused. Any I/O it does must finish by
+    ``deadline``. The chain that calls strategies in order knows nothing else about them.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss: ...
