@@ -58,3 +58,11 @@ __all__ = [
     "get_default_discoverer",
     "reset_default_discoverer",
 ]
+
+# Public classes live in private modules; present them as ``kdisco.X`` in tracebacks,
+# reprs and docs, which is where users import them from (pickle finds them here too).
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj
