@@ -439,14 +439,19 @@ def merge_slices(slices: list[Json], chosen: ServicePort | None) -> tuple[Endpoi
     """All endpoints of all slices (IPv4 and IPv6), de-duplicated, in a stable order.
 
     The same endpoint can sit in two slices while the controller moves it; the copy
-    that is ready wins, so a move never hides a ready endpoint.
+    that is ready wins, so a move never hides a ready endpoint. A slice that lists
+    ports but not the chosen one does not serve it (kube-proxy would not route that
+    port to its endpoints), so its endpoints are left out; a slice without ports, or
+    with the port's number unset, gives endpoints whose port is unknown (None).
     """
     wanted_name = (chosen.name or "") if chosen else None
     merged: dict[tuple[str, int | None], Endpoint] = {}
     for sl in sorted(slices, key=lambda s: str((s.get("metadata") or {}).get("name", ""))):
         if sl.get("addressType") == "FQDN":
             continue  # deprecated, and never written by the controller
-        port = _slice_port(sl, wanted_name)
+        serves, port = _slice_port(sl, wanted_name)
+        if not serves:
+            continue
         for raw in sl.get("endpoints") or []:
             ep = _endpoint(raw, port)
             for address in raw.get("addresses") or []:
@@ -458,14 +463,16 @@ def merge_slices(slices: list[Json], chosen: ServicePort | None) -> tuple[Endpoi
     return tuple(merged.values())
 
 
-def _slice_port(sl: Json, wanted_name: str | None) -> int | None:
-    if wanted_name is None:
-        return None
-    for p in sl.get("ports") or []:
+def _slice_port(sl: Json, wanted_name: str | None) -> tuple[bool, int | None]:
+    """(whether the slice serves the wanted port, its target port if known)."""
+    ports = sl.get("ports") or []
+    if wanted_name is None or not ports:
+        return True, None
+    for p in ports:
         if (p.get("name") or "") == wanted_name:
             number = p.get("port")
-            return int(number) if number is not None else None
-    return None
+            return True, (int(number) if number is not None else None)
+    return False, None
 
 
 def _endpoint(raw: Json, port: int | None) -> Endpoint:

@@ -11,7 +11,7 @@ from typing import Any
 from ._config import parse_strategy_list
 from ._discoverer import Discoverer
 from ._exceptions import ConfigurationError, DiscoveryError, InvalidServiceName
-from ._models import Resolution
+from ._models import Resolution, ServicePort
 
 EXIT_FOUND, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port_json(p: ServicePort) -> dict[str, Any]:
+    return {"name": p.name, "port": p.port, "protocol": p.protocol, "app_protocol": p.app_protocol}
+
+
 def to_json(res: Resolution) -> dict[str, Any]:
     return {
         "source": res.source,
@@ -49,10 +53,9 @@ def to_json(res: Resolution) -> dict[str, Any]:
         "external_name": res.external_name,
         "snapshot": res.snapshot,
         "via": [str(v) for v in res.via],
-        "ports": [
-            {"name": p.name, "port": p.port, "protocol": p.protocol, "app_protocol": p.app_protocol}
-            for p in res.ports
-        ],
+        "ports": [_port_json(p) for p in res.ports],
+        # Which declared port the endpoints' port numbers belong to (None: not known).
+        "port": None if res.port is None else _port_json(res.port),
         "endpoints": [
             {
                 "host": ep.host,
@@ -116,15 +119,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (args.strategies)
             else None
         )
+        # --namespace is the Service's namespace, as discover(namespace=) takes it. It is
+        # not the Discoverer's: that one is the pod's own namespace, the only one the
+        # env strategy's variables describe, and stays detected.
         discoverer = Discoverer(
             strategies=strategies,
-            namespace=args.namespace,
             dns_server=args.dns_server,
             cluster_domain=args.cluster_domain,
         )
         with discoverer:
             res = discoverer.discover(
                 args.name,
+                namespace=args.namespace,
                 port=args.port,
                 timeout=args.timeout,
                 include_not_ready=args.include_not_ready,

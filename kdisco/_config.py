@@ -49,13 +49,20 @@ class ResolvConf:
         return cls(tuple(nameservers), tuple(search))
 
     def cluster_domain(self) -> str | None:
-        """The zone after ``svc.`` in the kubelet's search list (``<ns>.svc.<zone>``...)."""
+        """The zone from the kubelet's search list ``<ns>.svc.<zone> svc.<zone> <zone>``.
+
+        Matching the kubelet's pattern, not just the first ``svc`` label, keeps a
+        namespace called ``svc`` (search ``svc.svc.cluster.local``) from looking like
+        the zone ``svc.cluster.local``.
+        """
+        for first, second in zip(self.search, self.search[1:], strict=False):
+            ns, sep, zone = first.partition(".svc.")
+            if sep and ns and "." not in ns and second == f"svc.{zone}":
+                return zone
         for entry in self.search:
             labels = entry.split(".")
-            if "svc" in labels[:2]:
-                rest = labels[labels.index("svc") + 1 :]
-                if rest:
-                    return ".".join(rest)
+            if len(labels) >= 3 and labels[1] == "svc":
+                return ".".join(labels[2:])
         return None
 
 
@@ -118,8 +125,13 @@ def detect_namespace(
     environ: Mapping[str, str],
     serviceaccount_dir: str | Path,
     kubeconfig: str | None,
+    context: str | None = None,
 ) -> tuple[str, str]:
-    """(namespace, where it came from), in client-go's order, KDISCO_NAMESPACE first."""
+    """(namespace, where it came from), in client-go's order, KDISCO_NAMESPACE first.
+
+    The kubeconfig namespace is that of ``context`` when one is chosen (as with
+    ``kubectl --context``), else of the current context.
+    """
     for var in ("KDISCO_NAMESPACE", "POD_NAMESPACE"):
         value = environ.get(var, "").strip()
         if value:
@@ -135,7 +147,7 @@ def detect_namespace(
     if path is None and Path("~/.kube/config").expanduser().is_file():
         path = str(Path("~/.kube/config").expanduser())
     if path:
-        value = kubeconfig_namespace(path) or ""
+        value = kubeconfig_namespace(path, context) or ""
         if value:
             return _namespace(value, "kubeconfig context"), "kubeconfig context"
     return "default", "default"

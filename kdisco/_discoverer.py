@@ -73,7 +73,9 @@ class Discoverer:
         if namespace is not None:
             self._namespace, self._namespace_source = _ns(namespace), "argument"
         else:
-            self._namespace, self._namespace_source = detect_namespace(env, sa_dir, kubeconfig)
+            self._namespace, self._namespace_source = detect_namespace(
+                env, sa_dir, kubeconfig, context
+            )
 
         resolv = ResolvConf.read(Path(resolv_conf))
         if cluster_domain is not None:

@@ -9,7 +9,8 @@ import attrs
 import dns.exception
 import dns.message
 import dns.name
-import dns.nameserver
+import dns.query
+import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
@@ -23,7 +24,8 @@ from ._strategy import Miss
 
 #: Named ports are published as ``_<port>._<proto>``; TCP first since nearly all are.
 _SRV_PROTOCOLS = ("tcp", "udp")
-#: Per-packet timeout cap: a lost UDP packet is retried within the budget, not waited on.
+#: Per-packet timeout cap: a lost UDP packet is retried (by the chain, inside the
+#: deadline) rather than waited on.
 _ATTEMPT_TIMEOUT = 1.0
 
 
@@ -59,15 +61,6 @@ class DnsStrategy:
         self._nameservers = tuple(nameservers)
         if not self._nameservers and not_applicable is None:
             self._not_applicable = "no nameserver configured"
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [
-            dns.nameserver.Do53Nameserver(ns.host, ns.port) for ns in self._nameservers
-        ]
-        resolver.retry_servfail = False
-        resolver.use_search_by_default = False
-        # dnspython caps each packet's wait at min(timeout, what is left of lifetime).
-        resolver.timeout = _ATTEMPT_TIMEOUT
-        self._resolver = resolver
 
     @property
     def nameservers(self) -> tuple[DnsTarget, ...]:
@@ -89,25 +82,52 @@ class DnsStrategy:
     def _ask(
         self, qname: dns.name.Name | str, rdtype: dns.rdatatype.RdataType, deadline: Deadline
     ) -> dns.resolver.Answer | None:
-        """One question; None means NXDOMAIN. Transient failures raise TransientError."""
-        lifetime = deadline.remaining()
-        if lifetime <= 0:
+        """One round of one question over the nameservers; None means NXDOMAIN.
+
+        Transient failures raise TransientError. There is deliberately no retry loop
+        here: dnspython's ``Resolver.resolve`` sleeps a backoff between rounds without
+        looking at its lifetime, overrunning short deadlines, and retrying (with
+        backoff, jitter and an injectable sleep) is the chain's job anyway.
+        """
+        name = qname if isinstance(qname, dns.name.Name) else dns.name.from_text(qname)
+        request = dns.message.make_query(name, rdtype)
+        errors: list[str] = []
+        for i, ns in enumerate(self._nameservers):
+            # Servers not yet asked get an equal share of what is left, so one dead
+            # server cannot use up the time of the next.
+            share = deadline.remaining() / (len(self._nameservers) - i)
+            if share <= 0:
+                break
+            slot = deadline.slice(min(_ATTEMPT_TIMEOUT, share))
+            try:
+                response = _exchange(request, ns, slot)
+            except (dns.exception.Timeout, TimeoutError):
+                errors.append(f"{ns}: timed out")
+                continue
+            except (dns.exception.DNSException, OSError, EOFError) as exc:
+                errors.append(f"{ns}: {type(exc).__name__}: {exc}")
+                continue
+            if not isinstance(response, dns.message.QueryMessage):
+                errors.append(f"{ns}: not an answer to a query")
+                continue
+            rcode = response.rcode()
+            if rcode == dns.rcode.NXDOMAIN and not response.answer:
+                return None
+            if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                # NXDOMAIN with an answer section is a CNAME (an ExternalName) whose
+                # target does not exist: the Service itself does.
+                try:
+                    return dns.resolver.Answer(
+                        name, rdtype, dns.rdataclass.IN, response, ns.host, ns.port
+                    )
+                except dns.exception.DNSException as exc:
+                    errors.append(f"{ns}: malformed answer: {exc}")
+                    continue
+            # SERVFAIL (CoreDNS not synced yet), REFUSED, ...: maybe another server knows.
+            errors.append(f"{ns}: {dns.rcode.to_text(rcode)}")
+        if not errors:
             raise TransientError(f"no time left to ask {qname} {rdtype.name}")
-        try:
-            return self._resolver.resolve(
-                qname, rdtype, lifetime=lifetime, search=False, raise_on_no_answer=False
-            )
-        except dns.resolver.NXDOMAIN:
-            return None
-        except dns.resolver.LifetimeTimeout as exc:
-            raise TransientError(f"{qname} {rdtype.name}: timed out ({exc})") from exc
-        except dns.resolver.NoNameservers as exc:
-            # SERVFAIL (CoreDNS not synced yet), REFUSED, or a refused connection.
-            raise TransientError(f"{qname} {rdtype.name}: {_nameserver_errors(exc)}") from exc
-        except dns.exception.DNSException as exc:
-            raise TransientError(f"{qname} {rdtype.name}: {exc}") from exc
-        except OSError as exc:
-            raise TransientError(f"{qname} {rdtype.name}: {exc}") from exc
+        raise TransientError(f"{qname} {rdtype.name}: {'; '.join(errors)}")
 
     def _lookup_addresses(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         service = query.service
@@ -274,11 +294,18 @@ def _unique(endpoints: list[Endpoint]) -> tuple[Endpoint, ...]:
     return tuple(out)
 
 
-def _nameserver_errors(exc: dns.resolver.NoNameservers) -> str:
-    errors = exc.kwargs.get("errors") or []
-    parts = []
-    for item in errors:
-        # (nameserver, tcp, port, error or rcode, response) in dnspython 2.x
-        server, err = item[0], item[3]
-        parts.append(f"{server}: {err}")
-    return "; ".join(parts) or str(exc)
+def _exchange(request: dns.message.Message, ns: DnsTarget, slot: Deadline) -> dns.message.Message:
+    """UDP, then TCP when the answer was truncated (large headless Services)."""
+    try:
+        return dns.query.udp(
+            request, ns.host, timeout=_positive(slot), port=ns.port, raise_on_truncation=True
+        )
+    except dns.message.Truncated:
+        return dns.query.tcp(request, ns.host, timeout=_positive(slot), port=ns.port)
+
+
+def _positive(slot: Deadline) -> float:
+    remaining = slot.remaining()
+    if remaining <= 0:
+        raise TimeoutError("no time left for this server")
+    return remaining

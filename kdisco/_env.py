@@ -14,6 +14,8 @@ _PROTOCOLS = ("TCP", "UDP", "SCTP")
 # Docker-link names of *another* Service can look like named ports of this one
 # (Service "foo-service" exports FOO_SERVICE_PORT_80_TCP); these are never port names.
 _LINK_SUFFIX = re.compile(r"\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?")
+#: ``tcp://10.96.0.1:443`` or ``udp://[fd00::a]:53``, as the kubelet writes ``<SVC>_PORT``.
+_LINK_URL = re.compile(r"(?:tcp|udp|sctp)://(?:\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d+)")
 
 
 def env_prefix(service_name: str) -> str:
@@ -91,12 +93,12 @@ class EnvStrategy:
 
     def _ports(self, prefix: str) -> tuple[ServicePort, ...]:
         env = self._environ
-        protocols: dict[int, str] = {}
+        protocols: dict[int, set[str]] = {}
         link = re.compile(rf"{re.escape(prefix)}_PORT_(\d+)_({'|'.join(_PROTOCOLS)})")
         for key in env:
             m = link.fullmatch(key)
             if m:
-                protocols.setdefault(int(m.group(1)), m.group(2))
+                protocols.setdefault(int(m.group(1)), set()).add(m.group(2))
         names: dict[int, list[str]] = {}
         named = f"{prefix}_SERVICE_PORT_"
         for key, value in env.items():
@@ -107,8 +109,7 @@ class EnvStrategy:
                 continue
             # Port names are lower-case RFC 1123 labels: '_' can only have been '-'.
             names.setdefault(int(value), []).append(suffix.lower().replace("_", "-"))
-        first_text = env.get(f"{prefix}_SERVICE_PORT", "").strip()
-        first = int(first_text) if first_text.isdigit() else None
+        first = _first_port(env, prefix)
 
         numbers = sorted(set(protocols) | set(names) | ({first} if first else set()))
         if first is not None:
@@ -116,12 +117,49 @@ class EnvStrategy:
             numbers.insert(0, first)
         ports: list[ServicePort] = []
         for number in numbers:
-            port_names: list[str | None] = [*sorted(names.get(number, []))] or [None]
-            for port_name in port_names:
-                ports.append(
-                    ServicePort(port=number, name=port_name, protocol=protocols.get(number, "TCP"))
-                )
+            for port_name, protocol in _pair(sorted(names.get(number, [])), protocols.get(number)):
+                ports.append(ServicePort(port=number, name=port_name, protocol=protocol))
         return tuple(ports)
+
+
+def _first_port(env: Mapping[str, str], prefix: str) -> int | None:
+    """``<SVC>_SERVICE_PORT``, or the port of the Docker-link ``<SVC>_PORT`` URL.
+
+    Service "foo-service" writes its Docker-link variable ``FOO_SERVICE_PORT=tcp://...``
+    under the very name that holds "foo"'s first port; the kubelet keeps whichever it
+    wrote last. ``FOO_PORT`` (only "foo" writes it) also names the first port.
+    """
+    text = env.get(f"{prefix}_SERVICE_PORT", "").strip()
+    if text.isdigit():
+        return int(text)
+    m = _LINK_URL.fullmatch(env.get(f"{prefix}_PORT", "").strip())
+    return int(m.group(1)) if m else None
+
+
+def _pair(names: list[str], protocols: set[str] | None) -> list[tuple[str | None, str]]:
+    """Give each name of one port number its protocol.
+
+    The variables say which protocols a number is served on, not which name goes with
+    which; when a number has several (kube-dns: 53/UDP "dns", 53/TCP "dns-tcp"), a
+    name that mentions a protocol gets it, and a single name left over gets the single
+    protocol left over. Anything still ambiguous is paired in a fixed order, so the
+    answer never depends on the order of the environment.
+    """
+    available = [p for p in _PROTOCOLS if p in (protocols or {"TCP"})]
+    if not names:
+        return [(None, available[0])]
+    if len(available) == 1:
+        return [(n, available[0]) for n in names]
+    paired: dict[str, str] = {}
+    for n in names:
+        hinted = [p for p in available if p.lower() in n.split("-")]
+        if len(hinted) == 1:
+            paired[n] = hinted[0]
+    left_protocols = [p for p in available if p not in paired.values()] or available
+    left_names = [n for n in names if n not in paired]
+    for i, n in enumerate(left_names):
+        paired[n] = left_protocols[min(i, len(left_protocols) - 1)]
+    return [(n, paired[n]) for n in names]
 
 
 def _choose(ports: tuple[ServicePort, ...], wanted: int | str | None) -> ServicePort | None:

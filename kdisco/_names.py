@@ -50,16 +50,18 @@ def _check_label(label: str, what: str, pattern: re.Pattern[str], original: str)
 
 
 def check_namespace(namespace: str, original: str | None = None) -> str:
+    # ASCII is checked before folding: some non-ASCII letters lower() to ASCII
+    # (KELVIN SIGN -> "k"), and would otherwise pass as a different name.
+    _check_ascii(namespace, original or namespace)
     ns = namespace.lower()
-    _check_ascii(ns, original or namespace)
     _check_label(ns, "namespace", _DNS1123, original or namespace)
     return ns
 
 
 def check_cluster_domain(domain: str, original: str | None = None) -> str:
     shown = original or domain
+    _check_ascii(domain, shown)
     d = domain.lower().removesuffix(".")
-    _check_ascii(d, shown)
     if len(d) > _MAX_NAME:
         raise InvalidServiceName(f"{shown!r}: cluster domain is over {_MAX_NAME} characters")
     for label in d.split("."):
@@ -79,12 +81,17 @@ def check_port(port: object, original: str) -> int | str:
             f"{original!r}: port must be an int or a str, not {type(port).__name__}"
         )
     if isinstance(port, str):
+        _check_ascii(port, original)
         text = port.lower()
-        _check_ascii(text, original)
         if not text:
             raise InvalidServiceName(f"{original!r}: empty port")
         if text.isdigit():
-            port = int(text)
+            # int() refuses over 4300 digits with a bare ValueError; anything past
+            # five digits (leading zeros aside) is out of range anyway.
+            digits = text.lstrip("0") or "0"
+            if len(digits) > 5:
+                raise InvalidServiceName(f"{original!r}: port {text[:10]}... is outside 1-65535")
+            port = int(digits)
         else:
             _check_label(text, "port name", _DNS1123, original)
             return text

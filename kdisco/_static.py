@@ -7,6 +7,7 @@ This is how an application that used to hard-code hosts runs on a laptop, and wh
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,11 @@ from ._strategy import Miss
 #: ``"[v6]:port"``, or Endpoint objects), or a mapping with ``endpoints`` and named
 #: ``ports`` (``{"endpoints": ["127.0.0.1"], "ports": {"http": 8080}}``).
 StaticEntry = Iterable[str | Endpoint] | Mapping[str, Any]
+
+# A DNS host name (letters, digits, '-', '_' labels, optional trailing dot): anything
+# else in a host, such as whitespace, is a typo that would only fail at connect time.
+_LABEL = r"[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 
 
 @attrs.frozen
@@ -54,13 +60,18 @@ def parse_address(text: object, *, where: str) -> Endpoint:
         _ip(text, text, where, version=6)  # a bare IPv6 literal, no port
     if not host:
         raise ConfigurationError(f"{where}: {text!r} has an empty host")
+    if ":" not in host and not _HOSTNAME.fullmatch(host):
+        raise ConfigurationError(f"{where}: {text!r}: {host!r} is not a host name or IP address")
     port: int | None = None
     if port_text:
-        if not port_text.isdigit():
+        # isdigit() alone accepts non-ASCII digits ('٨٠', '²'), which int() reads or chokes on.
+        if not (port_text.isascii() and port_text.isdigit()):
             raise ConfigurationError(f"{where}: {text!r}: port {port_text!r} is not a number")
-        port = int(port_text)
-        if not 1 <= port <= 65535:
-            raise ConfigurationError(f"{where}: {text!r}: port {port} is outside 1-65535")
+        digits = port_text.lstrip("0") or "0"
+        # Checked before int(), which refuses over 4300 digits with a bare ValueError.
+        if len(digits) > 5 or not 1 <= int(digits) <= 65535:
+            raise ConfigurationError(f"{where}: {text!r}: port {port_text[:10]} is outside 1-65535")
+        port = int(digits)
     return Endpoint(host=host, port=port)
 
 
@@ -127,9 +138,13 @@ class StaticStrategy:
 
     A bare ``svc`` key matches that Service in any namespace; ``svc.ns`` matches only
     there and wins over the bare key. With a port asked for: a number must match the
-    entry's port (entries without a port take it); a name is looked up in the entry's
-    ``ports`` and, when the entry names no ports, the entry's own addresses are used
-    as they are. Everything is validated when the map is built, before any lookup.
+    entry's port (entries without a port take it, if the entry declares that number or
+    no ports at all); a name is looked up in the entry's ``ports`` and, when the entry
+    names no ports, the entry's own addresses are used as they are. With no port asked,
+    the first declared port is used, as for a real Service. Everything is validated
+    when the map is built, before any lookup. Endpoints with ``ready=False`` are
+    left out unless ``include_not_ready`` is asked; when none is ready the answer is
+    "no ready endpoints".
     """
 
     def __init__(self, mapping: Mapping[str, StaticEntry], *, name: str = "static") -> None:
@@ -184,8 +199,20 @@ class StaticStrategy:
         if entry is None:
             return Miss(Outcome.NOT_FOUND, f"no static entry for {service}")
         endpoints = entry.endpoints
+        if not query.include_not_ready:
+            # Same contract as the api strategy, so a FakeResolver given Endpoint objects
+            # with ready=False can stand in for a Service whose pods are not up.
+            endpoints = tuple(ep for ep in endpoints if ep.ready)
+            if not endpoints:
+                return Miss(
+                    Outcome.NO_READY_ENDPOINTS,
+                    f"static entry for {service}: {len(entry.endpoints)} endpoints, none ready",
+                )
         chosen: ServicePort | None = None
         wanted = query.port
+        if wanted is None and entry.ports:
+            # As for a real Service: with no port asked, the first declared one.
+            wanted = entry.ports[0].name
         if isinstance(wanted, str):
             chosen = next((p for p in entry.ports if p.name == wanted), None)
             if chosen is None and entry.ports:
@@ -205,8 +232,14 @@ class StaticStrategy:
                     Outcome.NO_SUCH_PORT,
                     f"static entry for {service} lists other ports than {wanted}",
                 )
-            endpoints = tuple(attrs.evolve(ep, port=wanted) for ep in endpoints)
             chosen = next((p for p in entry.ports if p.port == wanted), None)
+            if chosen is None and entry.ports and any(ep.port is None for ep in endpoints):
+                names = ", ".join(f"{p.name}={p.port}" for p in entry.ports)
+                return Miss(
+                    Outcome.NO_SUCH_PORT,
+                    f"static entry for {service} declares no port {wanted} (ports: {names})",
+                )
+            endpoints = tuple(attrs.evolve(ep, port=wanted) for ep in endpoints)
         return Resolution(
             service=service,
             kind=ServiceKind.UNKNOWN,

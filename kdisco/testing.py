@@ -5,18 +5,17 @@
 ``kdisco_fake`` (installed with kdisco) does both for one test. See docs/testing.md.
 """
 
-from __future__ import annotations
+# Imports are bound to private names: this is a public module, and what it shows
+# (dir(), tab completion, ``import *``) should be exactly ``__all__``.
+import collections.abc as _abc
+import contextlib as _contextlib
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-
-from ._discoverer import Discoverer, use_discoverer
-from ._static import StaticEntry, StaticStrategy
+from . import _discoverer, _static, _strategy
 
 __all__ = ["FakeResolver", "override"]
 
 
-class FakeResolver(StaticStrategy):
+class FakeResolver(_static.StaticStrategy):
     """A strategy that answers from ``mapping`` of ``"svc"`` / ``"svc.ns"`` to addresses.
 
     Values are lists of ``"host:port"`` strings (``"[2001:db8::1]:443"`` for IPv6) or
@@ -26,11 +25,14 @@ class FakeResolver(StaticStrategy):
     """
 
     def __init__(
-        self, mapping: Mapping[str, StaticEntry] | None = None, *, name: str = "fake"
+        self,
+        mapping: _abc.Mapping[str, _static.StaticEntry] | None = None,
+        *,
+        name: str = "fake",
     ) -> None:
         super().__init__(mapping or {}, name=name)
 
-    def add(self, name: str, entry: StaticEntry) -> None:
+    def add(self, name: str, entry: _static.StaticEntry) -> None:
         """Add or replace one Service."""
         self._set(name, entry)
 
@@ -39,21 +41,22 @@ class FakeResolver(StaticStrategy):
         self._remove(name)
 
 
-@contextmanager
+@_contextlib.contextmanager
 def override(
-    resolver: StaticStrategy, *, namespace: str = "default", timeout: float = 5.0
-) -> Iterator[Discoverer]:
+    resolver: _strategy.Strategy, *, namespace: str = "default", timeout: float = 5.0
+) -> _abc.Iterator[_discoverer.Discoverer]:
     """Inside the ``with`` block, ``kdisco.discover()`` answers from ``resolver`` only.
 
-    Nothing else is consulted (no DNS, no environment, no API), so tests are
-    hermetic whatever machine they run on. Yields the Discoverer in use.
+    ``resolver`` is usually a ``FakeResolver``, but any strategy will do. Nothing else
+    is consulted (no DNS, no environment, no API), so tests are hermetic whatever
+    machine they run on. Yields the Discoverer in use.
     """
-    discoverer = Discoverer(
+    discoverer = _discoverer.Discoverer(
         strategies=[resolver],
         namespace=namespace,
         timeout=timeout,
         environ={},
         resolv_conf="/nonexistent",
     )
-    with use_discoverer(discoverer):
+    with _discoverer.use_discoverer(discoverer):
         yield discoverer

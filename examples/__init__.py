@@ -1,0 +1,1 @@
+"""Runnable examples; `nox -s demo` runs examples.demo."""

@@ -1,0 +1,371 @@
+"""Every discovery path against the real servers: CoreDNS and kube-apiserver.
+
+Addresses are TEST-NET and the lab's service range: resolved and compared, never
+connected to. The only connections are to the lab's own 127.0.0.1 ports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kdisco
+from kdisco import Outcome, ServiceKind
+from lab.objects import Cluster, kubelet_env, port
+
+from .conftest import BIG_ENDPOINTS, DB_NOT_READY, DB_READY, eventually
+
+
+def dns(lab_info: Any, ns: str, **kw: Any) -> kdisco.Discoverer:
+    return kdisco.Discoverer(
+        strategies=["dns"],
+        dns_server=f"{lab_info.dns_host}:{lab_info.dns_port}",
+        cluster_domain=lab_info.cluster_domain,
+        namespace=ns,
+        environ={},
+        **kw,
+    )
+
+
+def api(lab_info: Any, ns: str, **kw: Any) -> kdisco.Discoverer:
+    return kdisco.Discoverer(
+        strategies=["api"], kubeconfig=str(lab_info.kubeconfig), namespace=ns, environ={}, **kw
+    )
+
+
+def pod_environ(lab_info: Any, cluster: Cluster, ns: str) -> dict[str, str]:
+    """What a pod in ``ns`` would see: kubelet's variables for the namespace's Services."""
+    env = kubelet_env(cluster.services(ns))
+    env.update(
+        KUBERNETES_SERVICE_HOST="127.0.0.1",
+        KUBERNETES_SERVICE_PORT=str(lab_info.api_port),
+    )
+    return env
+
+
+def env_discoverer(lab_info: Any, cluster: Cluster, ns: str) -> kdisco.Discoverer:
+    return kdisco.Discoverer(
+        strategies=["env"], namespace=ns, environ=pod_environ(lab_info, cluster, ns)
+    )
+
+
+def endpoints(res: kdisco.Resolution) -> set[tuple[str, int | None]]:
+    return {(ep.host, ep.port) for ep in res}
+
+
+# -- dns against CoreDNS ------------------------------------------------------------
+
+
+class TestDns:
+    def test_cluster_ip_a_record_is_the_cluster_ip(
+        self, lab_info: Any, cluster: Cluster, app: str
+    ) -> None:
+        cluster_ip = cluster.read_service(app, "single")["spec"]["clusterIP"]
+        with dns(lab_info, app) as d:
+            res = eventually(lambda: d.discover("single"))
+        assert endpoints(res) == {(cluster_ip, None)}
+        assert res.source == "dns"
+
+    def test_named_port_from_srv(self, lab_info: Any, cluster: Cluster, app: str) -> None:
+        cluster_ip = cluster.read_service(app, "web")["spec"]["clusterIP"]
+        with dns(lab_info, app) as d:
+            http = eventually(lambda: d.discover("web", port="http"))
+            metrics = d.discover(f"web.{app}.svc.cluster.local.:metrics")
+        assert endpoints(http) == {(cluster_ip, 80)}
+        assert http.kind is ServiceKind.CLUSTER_IP
+        assert http.port is not None
+        assert (http.port.name, http.port.port) == ("http", 80)
+        assert endpoints(metrics) == {(cluster_ip, 9090)}
+
+    def test_udp_named_port(self, lab_info: Any, cluster: Cluster, app: str) -> None:
+        cluster_ip = cluster.read_service(app, "dns-like")["spec"]["clusterIP"]
+        with dns(lab_info, app) as d:
+            res = eventually(lambda: d.discover("dns-like", port="dns"))
+        assert endpoints(res) == {(cluster_ip, 53)}
+        assert res.port is not None
+        assert res.port.protocol == "UDP"
+
+    def test_unknown_port_name(self, lab_info: Any, app: str) -> None:
+        with dns(lab_info, app) as d:
+            eventually(lambda: d.discover("web"))
+            with pytest.raises(kdisco.PortNotFound) as info:
+                d.discover("web", port="grpc")
+        assert info.value.attempts[0].outcome is Outcome.NO_SUCH_PORT
+
+    def test_headless_ready_endpoints_with_hostnames(self, lab_info: Any, app: str) -> None:
+        with dns(lab_info, app) as d:
+            res = eventually(lambda: _check_len(d.discover("db", port="postgres"), 3))
+        assert res.kind is ServiceKind.HEADLESS
+        assert {(ep.host, ep.hostname) for ep in res} == DB_READY
+        assert {ep.port for ep in res} == {5433}  # the target port, from SRV
+
+    def test_headless_addresses_without_port(self, lab_info: Any, app: str) -> None:
+        with dns(lab_info, app) as d:
+            res = eventually(lambda: _check_len(d.discover("db"), 3))
+        assert {ep.host for ep in res} == {host for host, _ in DB_READY}
+        assert res.kind is ServiceKind.HEADLESS
+
+    def test_headless_nothing_ready_is_nxdomain(self, lab_info: Any, app: str) -> None:
+        with dns(lab_info, app) as d:
+            eventually(lambda: d.discover("db"))  # CoreDNS has synced this namespace
+            with pytest.raises(kdisco.ServiceNotFound) as info:
+                d.discover("idle")
+        assert "NXDOMAIN" in info.value.attempts[0].reason
+        assert info.value.attempts[0].tries == 1  # a definitive answer: never retried
+
+    def test_external_name_is_a_cname(self, lab_info: Any, app: str) -> None:
+        with dns(lab_info, app) as d:
+            res = eventually(lambda: d.discover("outside"))
+        assert res.kind is ServiceKind.EXTERNAL_NAME
+        assert res.external_name == "db.example.test"
+        assert [ep.host for ep in res] == ["db.example.test"]
+
+    def test_external_name_into_the_cluster_is_followed(
+        self, lab_info: Any, cluster: Cluster, app: str
+    ) -> None:
+        cluster_ip = cluster.read_service(app, "web")["spec"]["clusterIP"]
+        with dns(lab_info, app) as d:
+            res = eventually(lambda: d.discover("alias", port="http"))
+        assert endpoints(res) == {(cluster_ip, 80)}
+        assert res.service.name == "web"
+        assert [v.name for v in res.via] == ["alias"]
+
+    def test_large_headless_answer_over_tcp(self, lab_info: Any, app: str) -> None:
+        # 120 A records cannot fit a 512-byte UDP answer: CoreDNS truncates, dnspython
+        # asks again over TCP, and every endpoint comes back.
+        with dns(lab_info, app) as d:
+            res = eventually(lambda: _check_len(d.discover("big"), BIG_ENDPOINTS))
+        assert {ep.host for ep in res} == {f"198.51.100.{i}" for i in range(1, BIG_ENDPOINTS + 1)}
+
+    def test_unknown_service(self, lab_info: Any, app: str) -> None:
+        with dns(lab_info, app) as d, pytest.raises(kdisco.ServiceNotFound):
+            d.discover("no-such-service")
+
+
+def _check_len(res: kdisco.Resolution, n: int) -> kdisco.Resolution:
+    assert len(res) == n, [ep.address for ep in res]
+    return res
+
+
+# -- env from kubelet's rules -----------------------------------------------------------
+
+
+class TestEnv:
+    @pytest.mark.parametrize("name", ["web", "single", "dns-like", "np", "lb"])
+    def test_same_host_and_ports_as_the_api(
+        self, lab_info: Any, cluster: Cluster, app: str, name: str
+    ) -> None:
+        with api(lab_info, app) as a, env_discoverer(lab_info, cluster, app) as e:
+            from_api = a.discover(name)
+            from_env = e.discover(name)
+        assert endpoints(from_env) == endpoints(from_api)
+        assert {(p.name, p.port, p.protocol) for p in from_env.ports} == {
+            (p.name, p.port, p.protocol) for p in from_api.ports
+        }
+        assert from_env.snapshot is True
+
+    def test_headless_and_external_name_get_no_variables(
+        self, lab_info: Any, cluster: Cluster, app: str
+    ) -> None:
+        with env_discoverer(lab_info, cluster, app) as e:
+            for name in ("db", "outside"):
+                with pytest.raises(kdisco.ServiceNotFound):
+                    e.discover(name)
+
+
+# -- api: kubeconfig and in-cluster ------------------------------------------------------
+
+
+class TestApi:
+    def test_cluster_ip_kinds(self, lab_info: Any, cluster: Cluster, app: str) -> None:
+        with api(lab_info, app) as a:
+            assert a.discover("web").kind is ServiceKind.CLUSTER_IP
+            assert a.discover("np").kind is ServiceKind.NODE_PORT
+            lb = a.discover("lb")
+        assert lb.kind is ServiceKind.LOAD_BALANCER
+        assert endpoints(lb) == {(cluster.read_service(app, "lb")["spec"]["clusterIP"], 443)}
+
+    def test_first_declared_port_by_default(self, lab_info: Any, app: str) -> None:
+        with api(lab_info, app) as a:
+            res = a.discover("web")
+        assert res.port is not None
+        assert res.port.name == "http"
+        assert res.first().port == 80
+        assert res.url() == f"http://{res.first().host}:80"  # appProtocol http
+
+    def test_headless_merges_slices_and_families(self, lab_info: Any, app: str) -> None:
+        with api(lab_info, app) as a:
+            res = a.discover("db", port="postgres")
+        assert {(ep.host, ep.hostname) for ep in res} == DB_READY
+        assert len(res) == 3  # 192.0.2.12 sits in two slices, listed once
+        by_host = {ep.host: ep for ep in res}
+        db0 = by_host["192.0.2.11"]
+        assert (db0.pod, db0.node, db0.zone, db0.port) == ("db-0", "node-1", "zone-a", 5433)
+        v6 = by_host["2001:db8::13"]
+        assert (v6.pod, v6.node) == (None, "node-3")  # no targetRef
+
+    def test_include_not_ready(self, lab_info: Any, app: str) -> None:
+        with api(lab_info, app) as a:
+            res = a.discover("db", include_not_ready=True)
+        by_host = {ep.host: ep for ep in res}
+        assert set(by_host) == {h for h, _ in DB_READY} | {DB_NOT_READY[0]}
+        nr = by_host[DB_NOT_READY[0]]
+        assert (nr.ready, nr.serving, nr.terminating) == (False, False, True)
+        assert res.first().ready  # first() prefers a ready endpoint
+
+    def test_nothing_ready(self, lab_info: Any, app: str) -> None:
+        with api(lab_info, app) as a:
+            with pytest.raises(kdisco.NoReadyEndpoints) as info:
+                a.discover("idle")
+            assert [ep.host for ep in a.discover("idle", include_not_ready=True)] == ["192.0.2.21"]
+        assert "none ready" in str(info.value)
+
+    def test_external_name_followed_into_the_cluster(
+        self, lab_info: Any, cluster: Cluster, app: str
+    ) -> None:
+        with api(lab_info, app) as a:
+            res = a.discover("alias")
+            outside = a.discover("outside", port="pg")
+        assert res.service.name == "web"
+        assert [v.name for v in res.via] == ["alias"]
+        assert endpoints(res) == {(cluster.read_service(app, "web")["spec"]["clusterIP"], 80)}
+        assert (outside.external_name, outside.first().port) == ("db.example.test", 5432)
+
+    def test_external_name_loop_is_detected(self, lab_info: Any, app: str) -> None:
+        with api(lab_info, app) as a, pytest.raises(kdisco.DiscoveryUnavailable) as info:
+            a.discover("loop-a")
+        assert "loop" in str(info.value)
+
+    def test_unknown_service_is_404(self, lab_info: Any, app: str) -> None:
+        with api(lab_info, app) as a, pytest.raises(kdisco.ServiceNotFound):
+            a.discover("no-such-service")
+
+
+class TestInCluster:
+    @pytest.fixture(scope="class")
+    def creds(
+        self, lab_info: Any, cluster: Cluster, app: str, tmp_path_factory: pytest.TempPathFactory
+    ) -> Path:
+        return cluster.serviceaccount_credentials(
+            app, tmp_path_factory.mktemp("sa"), str(lab_info.ca_file)
+        )
+
+    def in_cluster(self, lab_info: Any, creds: Path) -> kdisco.Discoverer:
+        environ = {
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(lab_info.api_port),
+            "KDISCO_SERVICEACCOUNT_DIR": str(creds),
+        }
+        return kdisco.Discoverer(strategies=["api"], environ=environ)
+
+    def test_namespace_from_the_credentials_and_allowed_reads(
+        self, lab_info: Any, creds: Path, app: str
+    ) -> None:
+        with self.in_cluster(lab_info, creds) as d:
+            assert d.namespace == app
+            res = d.discover("db", port="postgres")
+        assert {(ep.host, ep.hostname) for ep in res} == DB_READY
+
+    def test_other_namespace_is_access_denied_naming_the_permission(
+        self, lab_info: Any, cluster: Cluster, creds: Path
+    ) -> None:
+        other = cluster.namespace("other")
+        cluster.service(other, "web", ports=[port(80, "http")])
+        with self.in_cluster(lab_info, creds) as d, pytest.raises(kdisco.AccessDenied) as info:
+            d.discover(f"web.{other}")
+        err = info.value
+        assert (err.verb, err.resource, err.namespace) == ("get", "services", other)
+        assert "forbidden" in str(err)
+        assert other in str(err)
+
+    def test_rewritten_token_file_is_picked_up(
+        self, lab_info: Any, cluster: Cluster, creds: Path, app: str
+    ) -> None:
+        with self.in_cluster(lab_info, creds) as d:
+            d.discover("web")
+            (creds / "token").write_text("not-a-valid-token")
+            with pytest.raises(kdisco.AccessDenied) as info:
+                d.discover("web")
+            assert info.value.status == 401
+            (creds / "token").write_text(cluster.token(app, "kdisco"))
+            assert d.discover("web").source == "api"
+
+
+# -- the chain ------------------------------------------------------------------------
+
+
+class TestChain:
+    def full(self, lab_info: Any, cluster: Cluster, ns: str, **kw: Any) -> kdisco.Discoverer:
+        environ = pod_environ(lab_info, cluster, ns)
+        environ["KUBECONFIG"] = str(lab_info.kubeconfig)
+        return kdisco.Discoverer(
+            dns_server=f"{lab_info.dns_host}:{lab_info.dns_port}",
+            cluster_domain=lab_info.cluster_domain,
+            namespace=ns,
+            environ=environ,
+            **kw,
+        )
+
+    def test_dns_answers_first(self, lab_info: Any, cluster: Cluster, app: str) -> None:
+        with self.full(lab_info, cluster, app) as d:
+            res = eventually(lambda: d.discover("web", port="http"))
+        assert res.source == "dns"
+        assert res.attempts == ()
+
+    def test_headless_nothing_ready_falls_through_to_the_api(
+        self, lab_info: Any, cluster: Cluster, app: str
+    ) -> None:
+        with self.full(lab_info, cluster, app) as d:
+            eventually(lambda: d.discover("db"))
+            with pytest.raises(kdisco.NoReadyEndpoints) as info:
+                d.discover("idle")
+        assert [a.strategy for a in info.value.attempts] == ["dns", "env", "api"]
+
+    def test_coredns_stopped_env_and_api_still_answer_within_the_deadline(
+        self, lab_info: Any, cluster: Cluster, app: str
+    ) -> None:
+        lab_info.stop_dns()
+        try:
+            with self.full(lab_info, cluster, app, timeout=3.0) as d:
+                res = d.discover("web", port="http")
+                headless = d.discover("db", port="postgres")
+        finally:
+            lab_info.start_dns()
+        assert res.source == "env"
+        assert headless.source == "api"
+        dns_attempt = headless.attempts[0]
+        assert dns_attempt.strategy == "dns"
+        assert dns_attempt.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
+        assert "refused" in dns_attempt.reason.lower() or "timed out" in dns_attempt.reason
+
+
+# -- agreement ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "port_name"),
+    [
+        ("web", "http"),
+        ("web", "metrics"),
+        ("dns-like", "dns"),
+        ("np", "https"),
+        ("lb", "https"),
+        ("db", "postgres"),
+        ("big", "http"),
+    ],
+)
+def test_strategies_agree(
+    lab_info: Any, cluster: Cluster, app: str, name: str, port_name: str
+) -> None:
+    with dns(lab_info, app) as d, api(lab_info, app) as a:
+        from_api = a.discover(name, port=port_name)
+        from_dns = eventually(lambda: _check_len(d.discover(name, port=port_name), len(from_api)))
+        assert endpoints(from_dns) == endpoints(from_api)
+        api_hostnames = {(ep.host, ep.hostname) for ep in from_api if ep.hostname}
+        assert api_hostnames <= {(ep.host, ep.hostname) for ep in from_dns}
+    svc = cluster.read_service(app, name)
+    if svc["spec"].get("clusterIP") not in (None, "None"):
+        with env_discoverer(lab_info, cluster, app) as e:
+            assert endpoints(e.discover(name, port=port_name)) == endpoints(from_api)
