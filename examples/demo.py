@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import yaml
@@ -82,7 +83,7 @@ def main() -> int:
             env.update(kubelet_env(cluster.services(NAMESPACE)))
             env.update(
                 KUBERNETES_SERVICE_HOST="127.0.0.1",
-                KUBERNETES_SERVICE_PORT=str(info.api_port),
+                KUBERNETES_SERVICE_PORT=str(urlsplit(info.apiserver_url).port),
                 KUBECONFIG=str(info.kubeconfig),
                 KDISCO_DNS_SERVER=f"{info.dns_host}:{info.dns_port}",
                 KDISCO_CLUSTER_DOMAIN=info.cluster_domain,

@@ -19,7 +19,7 @@ import dns.rrset
 from ._deadline import Deadline
 from ._exceptions import TransientError
 from ._models import Endpoint, Outcome, Resolution, ServiceKind, ServicePort
-from ._names import Query
+from ._names import Query, parse_service_fqdn
 from ._strategy import Miss
 
 #: Named ports are published as ``_<port>._<proto>``; TCP first since nearly all are.
@@ -177,6 +177,11 @@ class DnsStrategy:
             )
         external = _external_name(answer_a)
         if external is not None:
+            target = parse_service_fqdn(external)
+            if target is not None and target.cluster_domain == service.cluster_domain:
+                # An alias of another Service: the chain follows it, and that
+                # Service's own SRV records map the port name.
+                return _external_resolution(query, external)
             return Miss(
                 Outcome.NOT_APPLICABLE,
                 f"{service.fqdn} is an ExternalName ({external}); DNS cannot map port "

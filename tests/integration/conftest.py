@@ -73,7 +73,7 @@ BIG_ENDPOINTS = 120
 
 
 @pytest.fixture(scope="session")
-def app(cluster: Cluster) -> Iterator[str]:
+def app(cluster: Cluster) -> str:
     """A namespace holding one Service of every kind the tests read."""
     ns = cluster.namespace("app")
     cluster.service(

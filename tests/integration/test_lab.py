@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -16,6 +17,10 @@ from kdisco import Outcome, ServiceKind
 from lab.objects import Cluster, kubelet_env, port
 
 from .conftest import BIG_ENDPOINTS, DB_NOT_READY, DB_READY, eventually
+
+
+def api_port(lab_info: Any) -> str:
+    return str(urlsplit(lab_info.apiserver_url).port)
 
 
 def dns(lab_info: Any, ns: str, **kw: Any) -> kdisco.Discoverer:
@@ -40,7 +45,7 @@ def pod_environ(lab_info: Any, cluster: Cluster, ns: str) -> dict[str, str]:
     env = kubelet_env(cluster.services(ns))
     env.update(
         KUBERNETES_SERVICE_HOST="127.0.0.1",
-        KUBERNETES_SERVICE_PORT=str(lab_info.api_port),
+        KUBERNETES_SERVICE_PORT=api_port(lab_info),
     )
     return env
 
@@ -243,19 +248,21 @@ class TestApi:
             a.discover("no-such-service")
 
 
-class TestInCluster:
-    @pytest.fixture(scope="class")
-    def creds(
-        self, lab_info: Any, cluster: Cluster, app: str, tmp_path_factory: pytest.TempPathFactory
-    ) -> Path:
-        return cluster.serviceaccount_credentials(
-            app, tmp_path_factory.mktemp("sa"), str(lab_info.ca_file)
-        )
+@pytest.fixture(scope="module")
+def creds(
+    lab_info: Any, cluster: Cluster, app: str, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A ServiceAccount allowed to read Services and EndpointSlices in ``app`` only."""
+    return cluster.serviceaccount_credentials(
+        app, tmp_path_factory.mktemp("sa"), str(lab_info.ca_path)
+    )
 
+
+class TestInCluster:
     def in_cluster(self, lab_info: Any, creds: Path) -> kdisco.Discoverer:
         environ = {
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-            "KUBERNETES_SERVICE_PORT": str(lab_info.api_port),
+            "KUBERNETES_SERVICE_PORT": api_port(lab_info),
             "KDISCO_SERVICEACCOUNT_DIR": str(creds),
         }
         return kdisco.Discoverer(strategies=["api"], environ=environ)
