@@ -1,11 +1,11 @@
 """The whole kdisco workflow: `nox -l` lists it.
 
-    nox -s demo        see kdisco find Services in a real local cluster (the lab)
-    nox -s tests       unit tests, doc examples, and integration tests against the lab
-    nox -s lint        ruff check + ruff format --check
-    nox -s typecheck   mypy --strict
-    nox -s docs        Sphinx build, warnings are errors
-    nox -s lab -- up|down|status
+nox -s demo        see kdisco find Services in a real local cluster (the lab)
+nox -s tests       unit tests, doc examples, and integration tests against the lab
+nox -s lint        ruff check + ruff format --check
+nox -s typecheck   mypy --strict
+nox -s docs        Sphinx build, warnings are errors
+nox -s lab -- up|down|status
 """
 
 from __future__ import annotations
@@ -49,9 +49,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     session.install("-e", ".", "sphinx>=7", "myst-parser>=3")
-    session.run(
-        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
-    )
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 
 @nox.session(python=PYTHON)

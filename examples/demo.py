@@ -12,8 +12,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -23,6 +23,9 @@ from lab.objects import Cluster, kubelet_env
 HERE = Path(__file__).resolve().parent
 NAMESPACE = "shop"
 STRATEGIES = ("dns", "env", "api")
+#: The port each Service is asked for, as an application would (names, so that DNS
+#: answers from SRV records and reports the number).
+ASK = {"storefront": "http", "payments": "grpc", "orders-db": "postgres", "shop": "http"}
 
 
 def apply(cluster: Cluster, path: Path) -> list[str]:
@@ -45,6 +48,8 @@ def apply(cluster: Cluster, path: Path) -> list[str]:
 def resolve(name: str, strategy: str, env: dict[str, str]) -> dict[str, Any]:
     """One `kdisco resolve NAME --json --strategies S`, as a user would type it."""
     cmd = [sys.executable, "-m", "kdisco", "resolve", name, "--json", "--strategies", strategy]
+    if name in ASK:
+        cmd += ["--port", ASK[name]]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, check=False)
     if out.returncode == 0:
         return dict(json.loads(out.stdout))
@@ -65,7 +70,8 @@ def cell(result: dict[str, Any]) -> str:
         for e in eps[:3]
     )
     more = f" +{len(eps) - 3}" if len(eps) > 3 else ""
-    return f"{result['kind']}: {shown}{more}"
+    via = f" (via {', '.join(result['via'])})" if result.get("via") else ""
+    return f"{result['kind']}: {shown}{more}{via}"
 
 
 def main() -> int:
@@ -91,7 +97,8 @@ def main() -> int:
             )
             rows = []
             for name in services:
-                rows.append([name] + [cell(resolve(name, s, env)) for s in STRATEGIES])
+                label = f"{name}:{ASK[name]}" if name in ASK else name
+                rows.append([label] + [cell(resolve(name, s, env)) for s in STRATEGIES])
             print()
             print(table(["Service", *STRATEGIES], rows))
             print()
@@ -113,9 +120,8 @@ def main() -> int:
 
 def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = "+".join("-" * (w + 2) for w in widths)
     fmt = " | ".join(f"{{:<{w}}}" for w in widths)
-    out = [fmt.format(*header), line.replace("+", "-+-")[1:-1]]
+    out = [fmt.format(*header), "-+-".join("-" * w for w in widths)]
     out += [fmt.format(*r) for r in rows]
     return "\n".join(out)
 

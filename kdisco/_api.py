@@ -20,7 +20,7 @@ import attrs
 from ._deadline import Deadline
 from ._exceptions import AccessDenied, ConfigurationError, TransientError
 from ._models import Endpoint, Outcome, Resolution, ServiceKind, ServicePort
-from ._names import Query
+from ._names import Query, parse_service_fqdn
 from ._strategy import Miss
 
 DEFAULT_SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -373,7 +373,12 @@ def resolve_service(
         if isinstance(query.port, int) and chosen is None:
             port: int | None = query.port  # ExternalName ports are advisory only
         elif not ok:
-            return _no_port(query, ports)
+            target = parse_service_fqdn(external)
+            if target is None or target.cluster_domain != service.cluster_domain:
+                return _no_port(query, ports)
+            # An alias of another Service: the chain follows it, and that Service's
+            # own ports answer the port name.
+            port = None
         else:
             port = chosen.port if chosen else None
         return Resolution(

@@ -232,11 +232,13 @@ class TestApi:
     ) -> None:
         with api(lab_info, app) as a:
             res = a.discover("alias")
+            named = a.discover("alias", port="http")  # the alias declares no ports itself
             outside = a.discover("outside", port="pg")
         assert res.service.name == "web"
         assert [v.name for v in res.via] == ["alias"]
         assert endpoints(res) == {(cluster.read_service(app, "web")["spec"]["clusterIP"], 80)}
         assert (outside.external_name, outside.first().port) == ("db.example.test", 5432)
+        assert endpoints(named) == endpoints(res)
 
     def test_external_name_loop_is_detected(self, lab_info: Any, app: str) -> None:
         with api(lab_info, app) as a, pytest.raises(kdisco.DiscoveryUnavailable) as info:
