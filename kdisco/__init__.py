@@ -8,6 +8,7 @@ Cluster DNS first, then the kubelet's service variables, then the Kubernetes API
 typed endpoints; one error tree rooted at ``DiscoveryError``.
 """
 
+from ._cache import CachePolicy
 from ._chain import RetryPolicy
 from ._deadline import Deadline
 from ._discoverer import Discoverer, discover, get_default_discoverer, reset_default_discoverer
@@ -32,6 +33,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AccessDenied",
     "Attempt",
+    "CachePolicy",
     "ConfigurationError",
     "Deadline",
     "Discoverer",

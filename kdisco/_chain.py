@@ -84,6 +84,7 @@ class _ChainRun:
         self._attempts: list[Attempt] = []
         self._errors: dict[int, BaseException] = {}
         self._via: list[ServiceRef] = []
+        self._hops: list[Resolution] = []
         self._seen = {query.service}
         self._answer: Resolution | None = None
         self._last_error: BaseException | None = None
@@ -137,12 +138,15 @@ class _ChainRun:
                 tries,
             )
             return
+        if not result.fetched_at:
+            result = attrs.evolve(result, fetched_at=self._deadline.clock())
         target = self._in_cluster_target(result)
         if target is None:
-            self._answer = attrs.evolve(
-                result, attempts=tuple(self._attempts), via=tuple(self._via)
+            self._answer = _combine(
+                [*self._hops, result], tuple(self._attempts), tuple(self._via), self._deadline.clock
             )
             return
+        self._hops.append(result)
         self._attempts.append(
             Attempt(
                 strategy=step.strategy.name,
@@ -238,6 +242,36 @@ class _ChainRun:
         return DiscoveryUnavailable(
             f"no strategy could answer for {what}", service=service, attempts=attempts
         )
+
+
+def _combine(
+    hops: list[Resolution],
+    attempts: tuple[Attempt, ...],
+    via: tuple[ServiceRef, ...],
+    clock: Callable[[], float],
+) -> Resolution:
+    """The final answer; after ExternalName hops it holds only as long as every hop."""
+    final = hops[-1]
+    if len(hops) == 1:
+        return attrs.evolve(final, attempts=attempts, via=via, clock=clock)
+    # A hop with neither a TTL nor a validity check cannot be cached: neither can the
+    # answer built on it.
+    if any(h.ttl is None and h._valid is None for h in hops):
+        ttl, valid = None, None
+    else:
+        ttls = [h.ttl for h in hops if h.ttl is not None]
+        ttl = min(ttls) if ttls else None
+        checks = [h._valid for h in hops if h._valid is not None]
+        valid = None if not checks else (lambda: all(c() for c in checks))
+    return attrs.evolve(
+        final,
+        attempts=attempts,
+        via=via,
+        ttl=ttl,
+        valid=valid,
+        clock=clock,
+        fetched_at=min(h.fetched_at for h in hops),
+    )
 
 
 def _describe(error: BaseException) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ._api import ApiStrategy
+from ._cache import AnswerCache, CachePolicy
 from ._chain import RetryPolicy, Sleep, run_sync
 from ._config import (
     DEFAULT_CLUSTER_DOMAIN,
@@ -28,7 +29,7 @@ from ._config import (
 from ._deadline import Clock, Deadline
 from ._dns import DnsStrategy, DnsTarget
 from ._env import EnvStrategy
-from ._exceptions import ConfigurationError
+from ._exceptions import ConfigurationError, DiscoveryError
 from ._models import Resolution
 from ._names import parse_query
 from ._static import StaticEntry, StaticStrategy
@@ -62,11 +63,17 @@ class Discoverer:
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
         retry: RetryPolicy | None = None,
+        cache: CachePolicy | bool = True,
     ) -> None:
         env = dict(os.environ if environ is None else environ)
         self._environ = env
         self._clock = clock
         self._retry = retry if retry is not None else RetryPolicy(sleep=sleep)
+        if isinstance(cache, bool):
+            cache = CachePolicy(enabled=cache)
+        elif not isinstance(cache, CachePolicy):
+            raise ConfigurationError(f"cache must be a bool or a CachePolicy, not {cache!r}")
+        self._cache = AnswerCache(cache, clock)
         sa_dir = _sa_dir(env, serviceaccount_dir)
         kubeconfig = kubeconfig or env.get("KUBECONFIG") or None
 
@@ -196,7 +203,12 @@ class Discoverer:
 
         Raises ``InvalidServiceName`` before any network call when the input is bad, and
         otherwise a ``DiscoveryError`` subclass that lists each strategy tried and why.
+        Answers are cached (see ``CachePolicy``); a cached answer returns at once.
         """
+        key = (name, namespace, port, include_not_ready)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         query = parse_query(
             name,
             namespace=namespace,
@@ -207,7 +219,16 @@ class Discoverer:
         )
         seconds = self._timeout if timeout is None else parse_timeout(timeout)
         deadline = Deadline(seconds, clock=self._clock)
-        return run_sync(self._strategies, query, deadline, self._retry)
+        try:
+            res = run_sync(self._strategies, query, deadline, self._retry)
+        except DiscoveryError as exc:
+            return self._cache.stale_or_raise(key, exc)
+        self._cache.put(key, res)
+        return res
+
+    def clear_cache(self) -> None:
+        """Forget every cached answer."""
+        self._cache.clear()
 
     def close(self) -> None:
         """Release connections the strategies hold."""
@@ -273,6 +294,9 @@ _overrides: list[Discoverer] = []
 def get_default_discoverer() -> Discoverer:
     """The Discoverer ``kdisco.discover()`` uses, built from the environment on first use."""
     global _default
+    default = _default
+    if default is not None and not _overrides:
+        return default  # the hot path of kdisco.discover(): no lock once built
     with _lock:
         if _overrides:
             return _overrides[-1]

@@ -140,7 +140,7 @@ class DnsStrategy:
             )
         external = _external_name(answer_a)
         if external is not None:
-            return _external_resolution(query, external)
+            return _external_resolution(query, external, _ttl(answer_a))
         answer_aaaa = self._ask(service.fqdn, dns.rdatatype.AAAA, deadline)
         addresses = _addresses(answer_a) + (_addresses(answer_aaaa) if answer_aaaa else [])
         if not addresses:
@@ -155,6 +155,7 @@ class DnsStrategy:
             kind=kind,
             endpoints=tuple(Endpoint(host=a, port=port) for a in addresses),
             source=self.name,
+            ttl=_ttl(answer_a, answer_aaaa),
         )
 
     def _lookup_named_port(
@@ -181,7 +182,7 @@ class DnsStrategy:
             if target is not None and target.cluster_domain == service.cluster_domain:
                 # An alias of another Service: the chain follows it, and that
                 # Service's own SRV records map the port name.
-                return _external_resolution(query, external)
+                return _external_resolution(query, external, _ttl(answer_a))
             return Miss(
                 Outcome.NOT_APPLICABLE,
                 f"{service.fqdn} is an ExternalName ({external}); DNS cannot map port "
@@ -236,6 +237,7 @@ class DnsStrategy:
             ports=(declared,) if declared.port else (),
             port=declared if declared.port else None,
             source=self.name,
+            ttl=_ttl(answer),
         )
 
     def _resolve_target(self, target: dns.name.Name, deadline: Deadline) -> list[str]:
@@ -247,7 +249,7 @@ class DnsStrategy:
         return found
 
 
-def _external_resolution(query: Query, external: str) -> Resolution:
+def _external_resolution(query: Query, external: str, ttl: float | None) -> Resolution:
     port = query.port if isinstance(query.port, int) else None
     return Resolution(
         service=query.service,
@@ -255,7 +257,20 @@ def _external_resolution(query: Query, external: str) -> Resolution:
         endpoints=(Endpoint(host=external, port=port),),
         external_name=external,
         source="dns",
+        ttl=ttl,
     )
+
+
+def _ttl(*answers: dns.resolver.Answer | None) -> float | None:
+    """The smallest TTL among the records an answer was built from."""
+    ttls = [
+        rrset.ttl
+        for answer in answers
+        if answer is not None
+        for rrset in (*answer.response.answer, *answer.response.additional)
+        if rrset.rdtype != dns.rdatatype.OPT
+    ]
+    return float(min(ttls)) if ttls else None
 
 
 def _external_name(answer: dns.resolver.Answer) -> str | None:

@@ -89,6 +89,8 @@ class EnvStrategy:
             port=chosen,
             snapshot=True,
             source=self.name,
+            # The variables never change for the life of the process.
+            ttl=float("inf"),
         )
 
     def _ports(self, prefix: str) -> tuple[ServicePort, ...]:

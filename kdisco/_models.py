@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import attrs
 
@@ -134,6 +135,26 @@ class Resolution:
     snapshot: bool = False
     attempts: tuple[Attempt, ...] = ()
     via: tuple[ServiceRef, ...] = ()
+    #: How long the source says the answer holds (DNS TTL), or None when it does not say.
+    ttl: float | None = None
+    #: True when a refresh failed and this is the last good answer, served within the
+    #: Discoverer's maximum staleness; ``attempts`` then says why the refresh failed.
+    stale: bool = False
+    #: When the data was obtained, on ``clock`` (``time.monotonic`` unless injected).
+    fetched_at: float = attrs.field(default=0.0, eq=False)
+    _clock: Callable[[], float] = attrs.field(
+        default=time.monotonic, eq=False, repr=False, alias="clock"
+    )
+    # Set by sources that push changes (the API watch cache): True while the answer
+    # still reflects the source, so caches can keep it without a TTL.
+    _valid: Callable[[], bool] | None = attrs.field(
+        default=None, eq=False, repr=False, alias="valid"
+    )
+
+    @property
+    def age(self) -> float:
+        """Seconds since the data was obtained from its source."""
+        return max(0.0, self._clock() - self.fetched_at)
 
     def __iter__(self) -> Iterator[Endpoint]:
         return iter(self.endpoints)

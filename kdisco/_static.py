@@ -10,7 +10,7 @@ import ipaddress
 import re
 import threading
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from os import PathLike
 from typing import Any
 
@@ -155,6 +155,8 @@ class StaticStrategy:
         self._name = name
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str | None], _Entry] = {}
+        # Bumped on every change, so cached answers from this map know when to go.
+        self._version = 0
         for key, value in mapping.items():
             self._entries[_key(key)] = _entry(key, value)
 
@@ -180,15 +182,20 @@ class StaticStrategy:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self._entries)} services)"
 
+    def _still(self, version: int) -> Callable[[], bool]:
+        return lambda: self._version == version
+
     def _set(self, key: str, value: StaticEntry) -> None:
         parsed = (_key(key), _entry(key, value))
         with self._lock:
             self._entries[parsed[0]] = parsed[1]
+            self._version += 1
 
     def _remove(self, key: str) -> None:
         k = _key(key)
         with self._lock:
             self._entries.pop(k, None)
+            self._version += 1
 
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         service = query.service
@@ -196,6 +203,7 @@ class StaticStrategy:
             entry = self._entries.get((service.name, service.namespace)) or self._entries.get(
                 (service.name, None)
             )
+            version = self._version
         if entry is None:
             return Miss(Outcome.NOT_FOUND, f"no static entry for {service}")
         endpoints = entry.endpoints
@@ -247,4 +255,5 @@ class StaticStrategy:
             ports=entry.ports,
             port=chosen,
             source=self._name,
+            valid=self._still(version),
         )
