@@ -66,3 +66,10 @@ def demo(session: nox.Session) -> None:
     """Bring the lab up, create the example app's Services, resolve each, tear down."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "examples.demo", *session.posargs, env=LAB_ENV)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the lab (not tests): writes the figures to docs/performance.md."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "bench", *session.posargs, env=LAB_ENV)
