@@ -84,6 +84,13 @@ def app(cluster: Cluster) -> str:
     cluster.service(ns, "np", type="NodePort", ports=[port(8443, "https")])
     cluster.service(ns, "lb", type="LoadBalancer", ports=[port(443, "https")])
     cluster.set_load_balancer_ip(ns, "lb", "203.0.113.7")
+    cluster.service(
+        ns,
+        "dual",
+        ports=[port(80, "http")],
+        ip_family_policy="RequireDualStack",
+        ip_families=["IPv4", "IPv6"],
+    )
 
     cluster.service(ns, "db", headless=True, ports=[port(5432, "postgres", target=5433)])
     pg = [port(5433, "postgres")]
