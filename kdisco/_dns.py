@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import selectors
+import socket
 from collections.abc import Sequence
 
 import attrs
 import dns.exception
+import dns.inet
 import dns.message
 import dns.name
 import dns.query
@@ -27,6 +31,11 @@ _SRV_PROTOCOLS = ("tcp", "udp")
 #: Per-packet timeout cap: a lost UDP packet is retried (by the chain, inside the
 #: deadline) rather than waited on.
 _ATTEMPT_TIMEOUT = 1.0
+_ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
+#: Most questions in flight to one server at once (SRV targets without glue).
+_BATCH = 32
+#: Enough for any UDP answer (EDNS payloads top out well below 64 KiB).
+_MAX_UDP = 65535
 
 
 @attrs.frozen
@@ -82,56 +91,71 @@ class DnsStrategy:
     def _ask(
         self, qname: dns.name.Name | str, rdtype: dns.rdatatype.RdataType, deadline: Deadline
     ) -> dns.resolver.Answer | None:
-        """One round of one question over the nameservers; None means NXDOMAIN.
+        """One round of one question over the nameservers; None means NXDOMAIN."""
+        (result,) = self._ask_all([(qname, rdtype)], deadline)
+        if isinstance(result, TransientError):
+            raise result
+        return result
 
-        Transient failures raise TransientError. There is deliberately no retry loop
-        here: dnspython's ``Resolver.resolve`` sleeps a backoff between rounds without
-        looking at its lifetime, overrunning short deadlines, and retrying (with
-        backoff, jitter and an injectable sleep) is the chain's job anyway.
+    def _ask_all(
+        self,
+        questions: Sequence[tuple[dns.name.Name | str, dns.rdatatype.RdataType]],
+        deadline: Deadline,
+    ) -> list[dns.resolver.Answer | TransientError | None]:
+        """One round of several questions, sent together, over the nameservers.
+
+        Per question: its answer, None for NXDOMAIN, or the TransientError to raise if
+        the caller needs that answer. Questions a server answered are not asked again;
+        the rest go to the next server. Sending A and AAAA together (as glibc does)
+        makes an uncached lookup cost one round trip, not two.
+
+        There is deliberately no retry loop here: dnspython's ``Resolver.resolve``
+        sleeps a backoff between rounds without looking at its lifetime, overrunning
+        short deadlines, and retrying (with backoff, jitter and an injectable sleep) is
+        the chain's job anyway.
         """
-        name = qname if isinstance(qname, dns.name.Name) else dns.name.from_text(qname)
-        request = dns.message.make_query(name, rdtype)
-        errors: list[str] = []
+        names = [q if isinstance(q, dns.name.Name) else _name(q) for q, _ in questions]
+        requests = _queries(names, [rdtype for _, rdtype in questions])
+        results: list[dns.resolver.Answer | TransientError | None] = [None] * len(questions)
+        errors: list[list[str]] = [[] for _ in questions]
+        pending = list(range(len(questions)))
         for i, ns in enumerate(self._nameservers):
+            if not pending:
+                break
             # Servers not yet asked get an equal share of what is left, so one dead
             # server cannot use up the time of the next.
             share = deadline.remaining() / (len(self._nameservers) - i)
             if share <= 0:
                 break
             slot = deadline.slice(min(_ATTEMPT_TIMEOUT, share))
-            try:
-                response = _exchange(request, ns, slot)
-            except (dns.exception.Timeout, TimeoutError):
-                errors.append(f"{ns}: timed out")
-                continue
-            except (dns.exception.DNSException, OSError, EOFError) as exc:
-                errors.append(f"{ns}: {type(exc).__name__}: {exc}")
-                continue
-            if not isinstance(response, dns.message.QueryMessage):
-                errors.append(f"{ns}: not an answer to a query")
-                continue
-            rcode = response.rcode()
-            if rcode == dns.rcode.NXDOMAIN and not response.answer:
-                return None
-            if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                # NXDOMAIN with an answer section is a CNAME (an ExternalName) whose
-                # target does not exist: the Service itself does.
-                try:
-                    return dns.resolver.Answer(
-                        name, rdtype, dns.rdataclass.IN, response, ns.host, ns.port
-                    )
-                except dns.exception.DNSException as exc:
-                    errors.append(f"{ns}: malformed answer: {exc}")
-                    continue
-            # SERVFAIL (CoreDNS not synced yet), REFUSED, ...: maybe another server knows.
-            errors.append(f"{ns}: {dns.rcode.to_text(rcode)}")
-        if not errors:
-            raise TransientError(f"no time left to ask {qname} {rdtype.name}")
-        raise TransientError(f"{qname} {rdtype.name}: {'; '.join(errors)}")
+            replies = _exchange([requests[k] for k in pending], ns, slot)
+            still: list[int] = []
+            for k, reply in zip(pending, replies, strict=True):
+                outcome = _classify(names[k], questions[k][1], reply, ns)
+                if isinstance(outcome, str):
+                    errors[k].append(outcome)
+                    still.append(k)
+                else:
+                    results[k] = outcome
+            pending = still
+        for k in pending:
+            qname, rdtype = questions[k]
+            if errors[k]:
+                text = f"{qname} {rdtype.name}: {'; '.join(errors[k])}"
+            else:
+                text = f"no time left to ask {qname} {rdtype.name}"
+            results[k] = TransientError(text)
+        return results
 
     def _lookup_addresses(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         service = query.service
-        answer_a = self._ask(service.fqdn, dns.rdatatype.A, deadline)
+        answer_a, answer_aaaa = self._ask_all(
+            [(service.fqdn, dns.rdatatype.A), (service.fqdn, dns.rdatatype.AAAA)], deadline
+        )
+        # A decides first, as if asked alone: its NXDOMAIN or CNAME settles the
+        # question whatever became of AAAA.
+        if isinstance(answer_a, TransientError):
+            raise answer_a
         if answer_a is None:
             return Miss(
                 Outcome.NOT_FOUND,
@@ -141,7 +165,8 @@ class DnsStrategy:
         external = _external_name(answer_a)
         if external is not None:
             return _external_resolution(query, external, _ttl(answer_a))
-        answer_aaaa = self._ask(service.fqdn, dns.rdatatype.AAAA, deadline)
+        if isinstance(answer_aaaa, TransientError):
+            raise answer_aaaa
         addresses = _addresses(answer_a) + (_addresses(answer_aaaa) if answer_aaaa else [])
         if not addresses:
             return Miss(Outcome.NOT_FOUND, f"no A or AAAA records for {service.fqdn}")
@@ -204,20 +229,22 @@ class DnsStrategy:
     ) -> Resolution:
         service = query.service
         assert answer.rrset is not None
-        fqdn = dns.name.from_text(service.fqdn)
+        fqdn = _name(service.fqdn)
         glue = _glue(answer.response)
         endpoints: list[Endpoint] = []
         headless = False
-        for srv in answer.rrset.processing_order():
+        records = answer.rrset.processing_order()
+        missing = [srv.target for srv in records if srv.target not in glue]  # type: ignore[attr-defined]
+        if missing:
+            glue.update(self._resolve_targets(list(dict.fromkeys(missing)), deadline))
+        for srv in records:
             target: dns.name.Name = srv.target  # type: ignore[attr-defined]
             is_service_name = target == fqdn
             headless = headless or not is_service_name
             hostname = None
             if not is_service_name and target.is_subdomain(fqdn):
                 hostname = target.relativize(fqdn).to_text()
-            addresses = glue.get(target)
-            if addresses is None:
-                addresses = self._resolve_target(target, deadline)
+            addresses = glue[target]
             endpoints.extend(
                 Endpoint(host=a, port=srv.port, hostname=hostname)  # type: ignore[attr-defined]
                 for a in addresses
@@ -240,12 +267,21 @@ class DnsStrategy:
             ttl=_ttl(answer),
         )
 
-    def _resolve_target(self, target: dns.name.Name, deadline: Deadline) -> list[str]:
-        found: list[str] = []
-        for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-            answer = self._ask(target, rdtype, deadline)
-            if answer is not None:
-                found.extend(_addresses(answer))
+    def _resolve_targets(
+        self, targets: list[dns.name.Name], deadline: Deadline
+    ) -> dict[dns.name.Name, list[str]]:
+        """A and AAAA of SRV targets the server sent no glue for, a batch at a time."""
+        found: dict[dns.name.Name, list[str]] = {}
+        for first in range(0, len(targets), _BATCH // 2):
+            batch = targets[first : first + _BATCH // 2]
+            questions = [(t, rdtype) for t in batch for rdtype in _ADDRESS_TYPES]
+            answers = self._ask_all(questions, deadline)
+            for (target, _), answer in zip(questions, answers, strict=True):
+                if isinstance(answer, TransientError):
+                    raise answer
+                addresses = found.setdefault(target, [])
+                if answer is not None:
+                    addresses.extend(_addresses(answer))
         return found
 
 
@@ -314,14 +350,133 @@ def _unique(endpoints: list[Endpoint]) -> tuple[Endpoint, ...]:
     return tuple(out)
 
 
-def _exchange(request: dns.message.Message, ns: DnsTarget, slot: Deadline) -> dns.message.Message:
-    """UDP, then TCP when the answer was truncated (large headless Services)."""
+@functools.lru_cache(maxsize=1024)
+def _name(text: str) -> dns.name.Name:
+    """Parsed once per name: Names are immutable, and parsing is a good share of the
+    CPU an uncached lookup costs."""
+    return dns.name.from_text(text)
+
+
+def _queries(
+    names: Sequence[dns.name.Name], rdtypes: Sequence[dns.rdatatype.RdataType]
+) -> list[dns.message.QueryMessage]:
+    """One query per question, with distinct ids so replies sent together can be told apart."""
+    requests: list[dns.message.QueryMessage] = []
+    ids: set[int] = set()
+    for name, rdtype in zip(names, rdtypes, strict=True):
+        request = dns.message.make_query(name, rdtype)
+        while request.id in ids:
+            request.id = (request.id + 1) & 0xFFFF
+        ids.add(request.id)
+        requests.append(request)
+    return requests
+
+
+def _classify(
+    name: dns.name.Name,
+    rdtype: dns.rdatatype.RdataType,
+    reply: dns.message.Message | BaseException,
+    ns: DnsTarget,
+) -> dns.resolver.Answer | str | None:
+    """A server's reply to one question: the answer, None (NXDOMAIN), or why it failed."""
+    if isinstance(reply, dns.exception.Timeout | TimeoutError):
+        return f"{ns}: timed out"
+    if isinstance(reply, BaseException):
+        return f"{ns}: {type(reply).__name__}: {reply}"
+    if not isinstance(reply, dns.message.QueryMessage):
+        return f"{ns}: not an answer to a query"
+    rcode = reply.rcode()
+    if rcode == dns.rcode.NXDOMAIN and not reply.answer:
+        return None
+    if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        # NXDOMAIN with an answer section is a CNAME (an ExternalName) whose
+        # target does not exist: the Service itself does.
+        try:
+            return dns.resolver.Answer(name, rdtype, dns.rdataclass.IN, reply, ns.host, ns.port)
+        except dns.exception.DNSException as exc:
+            return f"{ns}: malformed answer: {exc}"
+    # SERVFAIL (CoreDNS not synced yet), REFUSED, ...: maybe another server knows.
+    return f"{ns}: {dns.rcode.to_text(rcode)}"
+
+
+_Reply = dns.message.Message | BaseException
+
+
+def _exchange(
+    requests: Sequence[dns.message.QueryMessage], ns: DnsTarget, slot: Deadline
+) -> list[_Reply]:
+    """Send every request over one UDP socket, then collect the replies as they come.
+
+    A reply is matched to its request by id and question, and must come from the
+    server asked (anything else is ignored, as dnspython does). A truncated answer
+    (large headless Services) is asked again over TCP. What has no reply when the
+    slot ends is a timeout.
+    """
+    replies: list[_Reply | None] = [None] * len(requests)
     try:
-        return dns.query.udp(
-            request, ns.host, timeout=_positive(slot), port=ns.port, raise_on_truncation=True
+        family = dns.inet.af_for_address(ns.host)
+        with socket.socket(family, socket.SOCK_DGRAM) as sock, selectors.DefaultSelector() as sel:
+            sock.setblocking(False)
+            destination = (ns.host, ns.port)
+            for request in requests:
+                sock.sendto(request.to_wire(), destination)
+            by_id = {request.id: k for k, request in enumerate(requests)}
+            sel.register(sock, selectors.EVENT_READ)
+            truncated: list[int] = []
+            while by_id:
+                remaining = slot.remaining()
+                if remaining <= 0 or not sel.select(remaining):
+                    break
+                try:
+                    wire, source = sock.recvfrom(_MAX_UDP)
+                except BlockingIOError:
+                    continue
+                if len(wire) < 12 or not _same_address(family, source, destination):
+                    continue
+                reply_id = int.from_bytes(wire[:2], "big")
+                k = by_id.get(reply_id)
+                if k is None:
+                    continue
+                reply = _parse_reply(requests[k], wire)
+                if reply is None:
+                    continue  # not an answer to this question: keep waiting
+                del by_id[reply_id]
+                if isinstance(reply, dns.message.Truncated):
+                    truncated.append(k)
+                else:
+                    replies[k] = reply
+    except (OSError, ValueError) as exc:
+        # Sending failed (no route, bad address): every unanswered question failed.
+        return [r if r is not None else exc for r in replies]
+    for k in truncated:
+        try:
+            replies[k] = dns.query.tcp(requests[k], ns.host, timeout=_positive(slot), port=ns.port)
+        except (dns.exception.DNSException, OSError, EOFError) as exc:
+            replies[k] = exc
+    return [r if r is not None else TimeoutError() for r in replies]
+
+
+def _parse_reply(request: dns.message.QueryMessage, wire: bytes) -> _Reply | None:
+    """The reply, Truncated when it must be asked over TCP, None when it is not one."""
+    try:
+        reply = dns.message.from_wire(wire, raise_on_truncation=True)
+    except dns.message.Truncated as exc:
+        partial = exc.message()  # type: ignore[no-untyped-call]
+        return exc if request.is_response(partial) else None
+    except dns.exception.DNSException as exc:
+        return exc  # malformed: a failure of this server, as dnspython would raise
+    return reply if request.is_response(reply) else None
+
+
+def _same_address(family: int, source: object, destination: tuple[str, int]) -> bool:
+    if not isinstance(source, tuple) or source[1] != destination[1]:
+        return False
+    try:
+        return bool(
+            dns.inet.inet_pton(family, str(source[0])) == dns.inet.inet_pton(family, destination[0])
         )
-    except dns.message.Truncated:
-        return dns.query.tcp(request, ns.host, timeout=_positive(slot), port=ns.port)
+    except (OSError, ValueError):
+        return False
 
 
 def _positive(slot: Deadline) -> float:

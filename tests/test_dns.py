@@ -6,11 +6,15 @@ tests the strategy's logic; proof against a real CoreDNS is the lab's.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.message
 import dns.rcode
+import dns.rdatatype
 import pytest
 
 import kdisco
@@ -189,8 +193,12 @@ def test_nxdomain_is_not_found(server: DnsResponder) -> None:
     assert isinstance(result, Miss)
     assert result.outcome is Outcome.NOT_FOUND
     assert "ghost.default.svc.cluster.local." in result.reason
-    # NXDOMAIN for A already settles it: no AAAA question.
-    assert [(q.qname, q.qtype) for q in server.queries] == [(fqdn("ghost"), "A")]
+    # A and AAAA go out together (one round trip); A's NXDOMAIN settles it, and
+    # neither question is asked again.
+    assert [(q.qname, q.qtype) for q in server.queries] == [
+        (fqdn("ghost"), "A"),
+        (fqdn("ghost"), "AAAA"),
+    ]
 
 
 # -- named ports (SRV) ---------------------------------------------------------------
@@ -424,7 +432,8 @@ def test_nxdomain_is_never_retried(server: DnsResponder, tmp_path: Path) -> None
     )
     with pytest.raises(kdisco.ServiceNotFound) as info:
         discoverer.discover("ghost")
-    assert server.asked() == [fqdn("ghost")]
+    # One round: A and AAAA once each, sent together.
+    assert server.asked() == [fqdn("ghost"), fqdn("ghost")]
     assert slept == []
     (attempt,) = info.value.attempts
     assert (attempt.outcome, attempt.tries) == (Outcome.NOT_FOUND, 1)
@@ -449,7 +458,11 @@ def test_no_reply_does_not_overrun_the_deadline(server: DnsResponder) -> None:
     with pytest.raises(kdisco.TransientError, match="timed out"):
         strategy_for(server).lookup(query("web"), deadline)
     assert time.monotonic() - deadline.expires_at < 0.07
-    assert server.asked() == [fqdn("web")]
+    # One round (A and AAAA sent together), not a second one after the timeout.
+    assert [(q.qname, q.qtype) for q in server.queries] == [
+        (fqdn("web"), "A"),
+        (fqdn("web"), "AAAA"),
+    ]
 
 
 def test_dead_dns_leaves_the_next_strategy_its_turn(server: DnsResponder) -> None:
@@ -753,3 +766,94 @@ def test_dns_server_argument_wins_over_the_environment(tmp_path: Path) -> None:
 def test_malformed_kdisco_dns_server_is_a_configuration_error(tmp_path: Path, value: str) -> None:
     with pytest.raises(kdisco.ConfigurationError, match="KDISCO_DNS_SERVER"):
         detect(tmp_path, POD_RESOLV_CONF, KDISCO_DNS_SERVER=value)
+
+
+# -- A and AAAA in one round trip --------------------------------------------------
+
+
+class TwoQuestionServer:
+    """A UDP server that replies only once it holds two questions, then answers the
+    second first, plus a forged reply from another port before the real ones.
+
+    A client that waits for A before sending AAAA never gets an answer; one that
+    matches replies by arrival order, or accepts a reply from anywhere, gets a
+    wrong one.
+    """
+
+    def __init__(self, addresses: dict[str, str]) -> None:
+        self.addresses = addresses  # qtype -> address
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(3.0)
+        self.port: int = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        held: list[tuple[dns.message.Message, tuple[str, int]]] = []
+        try:
+            while len(held) < 2:
+                wire, peer = self.sock.recvfrom(65535)
+                held.append((dns.message.from_wire(wire), peer))
+        except OSError:
+            return
+        replies = []
+        for request, peer in held:
+            reply = dns.message.make_response(request)
+            question = request.question[0]
+            qtype = dns.rdatatype.to_text(question.rdtype)
+            reply.answer.append(rrset(question.name.to_text(), qtype, self.addresses[qtype]))
+            replies.append((reply, peer))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
+            forged = dns.message.make_response(held[0][0])
+            forged.answer.append(rrset(held[0][0].question[0].name.to_text(), "A", "192.0.2.66"))
+            forger.sendto(forged.to_wire(), held[0][1])
+        for reply, peer in reversed(replies):
+            self.sock.sendto(reply.to_wire(), peer)
+
+    def close(self) -> None:
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def test_a_and_aaaa_are_sent_together_and_matched_to_their_replies() -> None:
+    server = TwoQuestionServer({"A": "10.96.0.20", "AAAA": "fd00:10:96::20"})
+    try:
+        strategy = DnsStrategy([DnsTarget("127.0.0.1", server.port)])
+        res = strategy.lookup(query("web", 80), Deadline(2.0))
+    finally:
+        server.close()
+    assert isinstance(res, kdisco.Resolution), res
+    # The forged 192.0.2.66 came from another port and was ignored.
+    assert [ep.host for ep in res] == ["10.96.0.20", "fd00:10:96::20"]
+
+
+def test_a_failure_of_aaaa_does_not_matter_when_a_is_nxdomain(server: DnsResponder) -> None:
+    server.nxdomain(fqdn("ghost"), "A")
+    server.servfail(fqdn("ghost"), "AAAA")
+    result = strategy_for(server).lookup(query("ghost"), Deadline(3.0))
+    assert isinstance(result, Miss)
+    assert result.outcome is Outcome.NOT_FOUND
+
+
+def test_a_failure_of_aaaa_is_transient_when_a_answered(server: DnsResponder) -> None:
+    name = fqdn("web")
+    server.answer(name, "A", rrset(name, "A", "10.96.0.20"))
+    server.servfail(name, "AAAA")
+    with pytest.raises(kdisco.TransientError, match=r"AAAA.*SERVFAIL"):
+        strategy_for(server).lookup(query("web"), Deadline(3.0))
+
+
+def test_aaaa_failing_on_one_server_is_asked_of_the_next_alone(server: DnsResponder) -> None:
+    add_cluster_ip(server, "web", ipv4="10.96.0.20", ipv6="fd00:10:96::20")
+    with DnsResponder(zone=ZONE) as first:
+        first.answer(fqdn("web"), "A", rrset(fqdn("web"), "A", "10.96.0.20"))
+        first.servfail(fqdn("web"), "AAAA")
+        strategy = DnsStrategy(
+            [DnsTarget("127.0.0.1", first.port), DnsTarget("127.0.0.1", server.port)]
+        )
+        res = strategy.lookup(query("web"), Deadline(3.0))
+    assert isinstance(res, kdisco.Resolution), res
+    assert [ep.host for ep in res] == ["10.96.0.20", "fd00:10:96::20"]
+    # A was answered by the first server, so only AAAA went on to the second.
+    assert [q.qtype for q in server.queries] == ["AAAA"]
