@@ -11,7 +11,13 @@ typed endpoints; one error tree rooted at ``DiscoveryError``.
 from ._cache import CachePolicy
 from ._chain import RetryPolicy
 from ._deadline import Deadline
-from ._discoverer import Discoverer, discover, get_default_discoverer, reset_default_discoverer
+from ._discoverer import (
+    Discoverer,
+    discover,
+    get_default_discoverer,
+    reset_default_discoverer,
+    watch,
+)
 from ._exceptions import (
     AccessDenied,
     ConfigurationError,
@@ -27,6 +33,8 @@ from ._exceptions import (
 from ._models import Attempt, Endpoint, Outcome, Resolution, ServiceKind, ServicePort, ServiceRef
 from ._names import Query
 from ._strategy import Miss, Strategy
+from ._watch import Watch
+from ._watchcache import WatchCachePolicy
 
 __version__ = "0.1.0.dev0"
 
@@ -55,10 +63,13 @@ __all__ = [
     "ServiceRef",
     "Strategy",
     "TransientError",
+    "Watch",
+    "WatchCachePolicy",
     "__version__",
     "discover",
     "get_default_discoverer",
     "reset_default_discoverer",
+    "watch",
 ]
 
 # Public classes live in private modules; present them as ``kdisco.X`` in tracebacks,

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ._deadline import Deadline
+from ._deadline import Clock, Deadline
 from ._exceptions import AccessDenied, ConfigurationError, TransientError
 from ._models import Endpoint, Outcome, Resolution, ServiceKind, ServicePort
 from ._names import Query, parse_service_fqdn
 from ._strategy import Miss
+from ._watchcache import WatchCache, WatchCachePolicy
 
 DEFAULT_SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _SLICE_PAGE = 500
@@ -132,6 +135,12 @@ def kubeconfig_namespace(path: str, context: str | None = None) -> str | None:
 class ApiStrategy:
     """Read the Service and every EndpointSlice labelled ``kubernetes.io/service-name``.
 
+    With ``watch`` on (``Discoverer`` turns it on by default), answers come from a
+    shared list+watch cache of the namespace (see ``WatchCachePolicy``): one list and
+    one watch per namespace and resource, no request per lookup. While that cache is
+    not synced (first lookup, broken watch, RBAC without list/watch), the Service and
+    its slices are read directly, as with ``watch`` off.
+
     ClusterIP (and NodePort, LoadBalancer) Services answer with their ClusterIPs and
     the Service port; headless Services with each endpoint and its target port;
     ExternalName Services with the external name. Credentials: in-cluster (token
@@ -149,7 +158,13 @@ class ApiStrategy:
         context: str | None = None,
         serviceaccount_dir: str | os.PathLike[str] = DEFAULT_SERVICEACCOUNT_DIR,
         environ: Mapping[str, str] | None = None,
+        watch: WatchCachePolicy | bool = False,
+        clock: Clock = time.monotonic,
     ) -> None:
+        if isinstance(watch, bool):
+            watch = WatchCachePolicy(enabled=watch)
+        elif not isinstance(watch, WatchCachePolicy):
+            raise ConfigurationError(f"watch must be a bool or a WatchCachePolicy, not {watch!r}")
         self._environ = os.environ if environ is None else environ
         self._sa_dir = Path(serviceaccount_dir)
         self._kubeconfig = kubeconfig
@@ -159,6 +174,10 @@ class ApiStrategy:
         self._client: Any = None
         self._not_applicable: str | None = None
         self._mode = "injected client" if client_factory else self._pick_mode()
+        self._clock = clock
+        self._watch: WatchCache | None = (
+            WatchCache(self._api_client, watch, clock) if watch.enabled else None
+        )
 
     def _pick_mode(self) -> str:
         env = self._environ
@@ -197,7 +216,14 @@ class ApiStrategy:
                     self._client = _kubeconfig_client(path, self._context)
             return self._client
 
+    @property
+    def watch_cache(self) -> WatchCache | None:
+        return self._watch
+
     def close(self) -> None:
+        """Stop every watch thread (blocked reads are cut off), then drop the client."""
+        if self._watch is not None:
+            self._watch.stop()
         with self._lock:
             if self._client is not None:
                 self._client.close()
@@ -280,6 +306,19 @@ class ApiStrategy:
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         if self._not_applicable is not None:
             return Miss(Outcome.NOT_APPLICABLE, self._not_applicable)
+        if self._watch is None:
+            return self._direct(query, deadline)
+        cached = self._watch.lookup(query, deadline)
+        if cached is not None:
+            return cached
+        try:
+            return self._direct(query, deadline)
+        except TransientError as exc:
+            problem = self._watch.problem(query.service.namespace) or "first list not done"
+            raise TransientError(f"{exc}; watch cache not synced: {problem}") from exc
+
+    def _direct(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        """Today's path: GET the Service, then LIST its slices when headless."""
         svc = self._read_service(query, deadline)
         if svc is None:
             return Miss(
@@ -287,7 +326,13 @@ class ApiStrategy:
                 f"the API has no Service {query.service.name!r} in namespace "
                 f"{query.service.namespace!r}",
             )
-        return resolve_service(query, svc, lambda: self._list_slices(query, deadline))
+        info = ServiceInfo.from_json(svc)
+        prefer = preferred_port_name(info, query.port)
+        return resolve_info(
+            query,
+            info,
+            lambda: [SliceInfo.from_json(sl, prefer) for sl in self._list_slices(query, deadline)],
+        )
 
 
 def _api_error(exc: Any, what: tuple[str, str, str]) -> None:
@@ -334,6 +379,110 @@ def _status_message(exc: Any) -> str:
 # -- turning API JSON into a Resolution (pure; tested against recorded API JSON) ------------
 
 
+@attrs.frozen(kw_only=True)
+class ServiceInfo:
+    """What kdisco keeps of a Service: the few spec fields an answer is built from."""
+
+    type: str = "ClusterIP"
+    ports: tuple[ServicePort, ...] = ()
+    cluster_ips: tuple[str, ...] = ()
+    external_name: str = ""
+    publish_not_ready: bool = False
+
+    @classmethod
+    def from_json(cls, svc: Json) -> ServiceInfo:
+        spec = svc.get("spec") or {}
+        ips = spec.get("clusterIPs") or [spec.get("clusterIP")]
+        return cls(
+            type=spec.get("type") or "ClusterIP",
+            ports=service_ports(spec),
+            cluster_ips=tuple(str(ip) for ip in ips if ip),
+            external_name=str(spec.get("externalName") or "").removesuffix("."),
+            publish_not_ready=bool(spec.get("publishNotReadyAddresses")),
+        )
+
+
+#: Strings repeated across thousands of endpoints (node and zone names, the pod name
+#: that equals the hostname) are stored once; see ``SliceInfo``.
+_intern = sys.intern
+
+
+class SliceInfo:
+    """One EndpointSlice as kdisco keeps it: its ports and ready-made ``Endpoint`` objects.
+
+    The endpoints are built once, when the slice is read, for one target port (the one
+    asked for, else the slice's first); other ports get evolved copies, made on first
+    use and kept. Raw JSON dicts of a 10,000-endpoint Service take ~12 MB; this takes a
+    fraction of it.
+    """
+
+    __slots__ = ("_by_port", "address_type", "name", "ports", "resource_version", "service")
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        service: str,
+        address_type: str,
+        ports: tuple[tuple[str, int | None], ...],
+        endpoints: tuple[Endpoint, ...],
+        port: int | None,
+        resource_version: str = "",
+    ) -> None:
+        self.name = name
+        self.service = service
+        self.address_type = address_type
+        self.ports = ports
+        self.resource_version = resource_version
+        self._by_port: dict[int | None, tuple[Endpoint, ...]] = {port: endpoints}
+
+    @classmethod
+    def from_json(cls, sl: Json, prefer: str | None = None) -> SliceInfo:
+        """Build from API JSON; ``prefer`` names the port the endpoints are built for."""
+        meta = sl.get("metadata") or {}
+        ports = tuple(
+            (str(p.get("name") or ""), int(p["port"]) if p.get("port") is not None else None)
+            for p in sl.get("ports") or []
+        )
+        port: int | None = None
+        if ports:
+            port = ports[0][1]
+            for pname, number in ports:
+                if pname == prefer:
+                    port = number
+                    break
+        return cls(
+            name=str(meta.get("name", "")),
+            service=str((meta.get("labels") or {}).get(_SERVICE_NAME_LABEL, "")),
+            address_type=str(sl.get("addressType") or ""),
+            ports=ports,
+            endpoints=_endpoints(sl.get("endpoints") or (), port),
+            port=port,
+            resource_version=str(meta.get("resourceVersion", "")),
+        )
+
+    def port_for(self, wanted_name: str | None) -> tuple[bool, int | None]:
+        """(whether the slice serves the wanted port, its target port if known)."""
+        if wanted_name is None or not self.ports:
+            return True, None
+        for pname, number in self.ports:
+            if pname == wanted_name:
+                return True, number
+        return False, None
+
+    def endpoints(self, port: int | None) -> tuple[Endpoint, ...]:
+        found = self._by_port.get(port)
+        if found is None:
+            base = next(iter(self._by_port.values()))
+            found = tuple(attrs.evolve(ep, port=port) for ep in base)
+            # A racing reader may build the same tuple: both are equal, either may stay.
+            self._by_port[port] = found
+        return found
+
+    def __len__(self) -> int:
+        return len(next(iter(self._by_port.values())))
+
+
 def service_ports(spec: Json) -> tuple[ServicePort, ...]:
     return tuple(
         ServicePort(
@@ -358,18 +507,34 @@ def _choose_port(
     return None, False
 
 
+def preferred_port_name(svc: Json | ServiceInfo, wanted: int | str | None) -> str | None:
+    """The slice port name a query will read, so slices can be built for it directly."""
+    ports = svc.ports if isinstance(svc, ServiceInfo) else service_ports(svc.get("spec") or {})
+    chosen, _ = _choose_port(ports, wanted)
+    return (chosen.name or "") if chosen else None
+
+
 def resolve_service(
     query: Query, svc: Json, list_slices: Callable[[], list[Json]]
 ) -> Resolution | Miss:
     """Build the answer from a Service object, listing its slices only when headless."""
+    info = ServiceInfo.from_json(svc)
+    prefer = preferred_port_name(info, query.port)
+    return resolve_info(
+        query, info, lambda: [SliceInfo.from_json(sl, prefer) for sl in list_slices()]
+    )
+
+
+def resolve_info(
+    query: Query, info: ServiceInfo, get_slices: Callable[[], list[SliceInfo]]
+) -> Resolution | Miss:
+    """Build the answer from kdisco's own Service and slice objects."""
     service = query.service
-    spec = svc.get("spec") or {}
-    svc_type = spec.get("type") or "ClusterIP"
-    ports = service_ports(spec)
+    ports = info.ports
     chosen, ok = _choose_port(ports, query.port)
 
-    if svc_type == "ExternalName":
-        external = str(spec.get("externalName") or "").removesuffix(".")
+    if info.type == "ExternalName":
+        external = info.external_name
         if isinstance(query.port, int) and chosen is None:
             port: int | None = query.port  # ExternalName ports are advisory only
         elif not ok:
@@ -393,23 +558,21 @@ def resolve_service(
     if not ok:
         return _no_port(query, ports)
 
-    cluster_ips = [ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip]
-    if cluster_ips and cluster_ips != ["None"]:
+    if info.cluster_ips and info.cluster_ips != ("None",):
         return Resolution(
             service=service,
-            kind=_KINDS.get(svc_type, ServiceKind.UNKNOWN),
+            kind=_KINDS.get(info.type, ServiceKind.UNKNOWN),
             endpoints=tuple(
-                Endpoint(host=ip, port=chosen.port if chosen else None) for ip in cluster_ips
+                Endpoint(host=ip, port=chosen.port if chosen else None) for ip in info.cluster_ips
             ),
             ports=ports,
             port=chosen,
             source="api",
         )
 
-    slices = list_slices()
-    everything = merge_slices(slices, chosen)
-    publish_all = bool(spec.get("publishNotReadyAddresses"))
-    if query.include_not_ready or publish_all:
+    slices = get_slices()
+    everything = merge_slice_infos(slices, chosen)
+    if query.include_not_ready or info.publish_not_ready:
         endpoints = everything
     else:
         endpoints = tuple(ep for ep in everything if ep.ready)
@@ -441,6 +604,14 @@ def _no_port(query: Query, ports: tuple[ServicePort, ...]) -> Miss:
 
 
 def merge_slices(slices: list[Json], chosen: ServicePort | None) -> tuple[Endpoint, ...]:
+    """``merge_slice_infos`` over API JSON."""
+    prefer = (chosen.name or "") if chosen else None
+    return merge_slice_infos([SliceInfo.from_json(sl, prefer) for sl in slices], chosen)
+
+
+def merge_slice_infos(
+    slices: Iterable[SliceInfo], chosen: ServicePort | None
+) -> tuple[Endpoint, ...]:
     """All endpoints of all slices (IPv4 and IPv6), de-duplicated, in a stable order.
 
     The same endpoint can sit in two slices while the controller moves it; the copy
@@ -451,52 +622,51 @@ def merge_slices(slices: list[Json], chosen: ServicePort | None) -> tuple[Endpoi
     """
     wanted_name = (chosen.name or "") if chosen else None
     merged: dict[tuple[str, int | None], Endpoint] = {}
-    for sl in sorted(slices, key=lambda s: str((s.get("metadata") or {}).get("name", ""))):
-        if sl.get("addressType") == "FQDN":
+    for sl in sorted(slices, key=lambda s: s.name):
+        if sl.address_type == "FQDN":
             continue  # deprecated, and never written by the controller
-        serves, port = _slice_port(sl, wanted_name)
+        serves, port = sl.port_for(wanted_name)
         if not serves:
             continue
-        for raw in sl.get("endpoints") or []:
-            ep = _endpoint(raw, port)
-            for address in raw.get("addresses") or []:
-                key = (address, port)
-                this = attrs.evolve(ep, host=address)
-                old = merged.get(key)
-                if old is None or (this.ready and not old.ready):
-                    merged[key] = this
+        for ep in sl.endpoints(port):
+            key = (ep.host, port)
+            old = merged.get(key)
+            if old is None or (ep.ready and not old.ready):
+                merged[key] = ep
     return tuple(merged.values())
 
 
-def _slice_port(sl: Json, wanted_name: str | None) -> tuple[bool, int | None]:
-    """(whether the slice serves the wanted port, its target port if known)."""
-    ports = sl.get("ports") or []
-    if wanted_name is None or not ports:
-        return True, None
-    for p in ports:
-        if (p.get("name") or "") == wanted_name:
-            number = p.get("port")
-            return True, (int(number) if number is not None else None)
-    return False, None
-
-
-def _endpoint(raw: Json, port: int | None) -> Endpoint:
-    cond = raw.get("conditions") or {}
-    # discovery/v1: ready nil means true; serving nil means "same as ready";
-    # terminating nil means false.
-    ready = cond.get("ready")
-    ready = True if ready is None else bool(ready)
-    serving = cond.get("serving")
-    serving = ready if serving is None else bool(serving)
-    ref = raw.get("targetRef") or {}
-    return Endpoint(
-        host="",
-        port=port,
-        ready=ready,
-        serving=serving,
-        terminating=bool(cond.get("terminating") or False),
-        hostname=raw.get("hostname") or None,
-        pod=ref.get("name") if ref.get("kind", "Pod") == "Pod" else None,
-        node=raw.get("nodeName") or None,
-        zone=raw.get("zone") or None,
-    )
+def _endpoints(raws: Iterable[Json], port: int | None) -> tuple[Endpoint, ...]:
+    """Endpoint objects for a slice's endpoints, one per address (the hot loop of ingest)."""
+    out: list[Endpoint] = []
+    append = out.append
+    for raw in raws:
+        cond = raw.get("conditions") or {}
+        # discovery/v1: ready nil means true; serving nil means "same as ready";
+        # terminating nil means false.
+        ready = cond.get("ready")
+        ready = True if ready is None else bool(ready)
+        serving = cond.get("serving")
+        serving = ready if serving is None else bool(serving)
+        ref = raw.get("targetRef")
+        pod = ref.get("name") if ref and ref.get("kind", "Pod") == "Pod" else None
+        hostname = raw.get("hostname") or None
+        if pod is not None and pod == hostname:
+            pod = hostname  # one string object for both (StatefulSets)
+        node = raw.get("nodeName")
+        zone = raw.get("zone")
+        for address in raw.get("addresses") or ():
+            append(
+                Endpoint(
+                    host=address,
+                    port=port,
+                    ready=ready,
+                    serving=serving,
+                    terminating=bool(cond.get("terminating") or False),
+                    hostname=hostname,
+                    pod=pod,
+                    node=_intern(node) if node else None,
+                    zone=_intern(zone) if zone else None,
+                )
+            )
+    return tuple(out)

@@ -102,10 +102,19 @@ class AnswerCache:
         if entry is None or not isinstance(error, _STALE_OK):
             raise error
         now = self._clock()
-        if now - entry.resolution.fetched_at > self.policy.max_stale:
+        last = entry.resolution
+        if last.age > self.policy.max_stale:
             self._entries.pop(key, None)
             raise error
-        stale = attrs.evolve(entry.resolution, stale=True, attempts=getattr(error, "attempts", ()))
+        stale = attrs.evolve(
+            last,
+            stale=True,
+            attempts=getattr(error, "attempts", ()),
+            # Pin the age to the last confirmation: nothing confirms it any more.
+            fetched_at=now - last.age,
+            confirmed=None,
+            valid=None,
+        )
         # Serve it without asking again for a little while: a dead backend must not
         # cost every caller a full deadline.
         self._entries[key] = _Entry(stale, now + self.policy.min_ttl, None)

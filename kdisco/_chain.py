@@ -48,7 +48,8 @@ class RetryPolicy:
     def wait_for(self, attempt_number: int) -> float:
         # Full jitter (AWS architecture blog): spreads retries of many clients that
         # failed together, which is the usual case when a DNS server or API blips.
-        ceiling = min(self.maximum, self.initial * 2.0 ** (attempt_number - 1))
+        # The exponent is capped: past ~1000 tries 2.0**n overflows a float.
+        ceiling = min(self.maximum, self.initial * 2.0 ** min(attempt_number - 1, 64))
         return ceiling * self.rng()
 
     def retrying(self, deadline: Deadline) -> tenacity.Retrying:
@@ -270,7 +271,9 @@ def _combine(
         ttl=ttl,
         valid=valid,
         clock=clock,
-        fetched_at=min(h.fetched_at for h in hops),
+        # The oldest knowledge among the hops, on the chain's clock.
+        fetched_at=min(h.fetched_at if h._confirmed is None else h._confirmed() for h in hops),
+        confirmed=None,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,8 @@ from ._models import Resolution
 from ._names import parse_query
 from ._static import StaticEntry, StaticStrategy
 from ._strategy import Strategy
+from ._watch import Callback, ErrorCallback, Watch
+from ._watchcache import WatchCachePolicy
 
 
 class Discoverer:
@@ -64,6 +67,7 @@ class Discoverer:
         sleep: Sleep = time.sleep,
         retry: RetryPolicy | None = None,
         cache: CachePolicy | bool = True,
+        api_watch: WatchCachePolicy | bool = True,
     ) -> None:
         env = dict(os.environ if environ is None else environ)
         self._environ = env
@@ -74,6 +78,15 @@ class Discoverer:
         elif not isinstance(cache, CachePolicy):
             raise ConfigurationError(f"cache must be a bool or a CachePolicy, not {cache!r}")
         self._cache = AnswerCache(cache, clock)
+        if isinstance(api_watch, bool):
+            api_watch = WatchCachePolicy(enabled=api_watch)
+        elif not isinstance(api_watch, WatchCachePolicy):
+            raise ConfigurationError(
+                f"api_watch must be a bool or a WatchCachePolicy, not {api_watch!r}"
+            )
+        self._api_watch = api_watch
+        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
+        self._watches_lock = threading.Lock()
         sa_dir = _sa_dir(env, serviceaccount_dir)
         kubeconfig = kubeconfig or env.get("KUBECONFIG") or None
 
@@ -161,7 +174,12 @@ class Discoverer:
             return EnvStrategy(env, namespace=self._namespace)
         if key == "api":
             return ApiStrategy(
-                kubeconfig=kubeconfig, context=context, serviceaccount_dir=sa_dir, environ=env
+                kubeconfig=kubeconfig,
+                context=context,
+                serviceaccount_dir=sa_dir,
+                environ=env,
+                watch=self._api_watch,
+                clock=self._clock,
             )
         raise ConfigurationError(f"unknown strategy {name!r} (known: {', '.join(STRATEGY_NAMES)})")
 
@@ -182,6 +200,14 @@ class Discoverer:
     @property
     def strategies(self) -> tuple[Strategy, ...]:
         return self._strategies
+
+    @property
+    def cache_policy(self) -> CachePolicy:
+        return self._cache.policy
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     def __repr__(self) -> str:
         names = ", ".join(s.name for s in self._strategies)
@@ -226,12 +252,47 @@ class Discoverer:
         self._cache.put(key, res)
         return res
 
+    def watch(
+        self,
+        name: str,
+        *,
+        namespace: str | None = None,
+        port: int | str | None = None,
+        timeout: float | None = None,
+        include_not_ready: bool = False,
+        callback: Callback | None = None,
+        on_error: ErrorCallback | None = None,
+    ) -> Watch:
+        """Follow a Service: a new ``Resolution`` each time its endpoints change.
+
+        Iterate over the returned ``Watch`` (in this thread), or pass ``callback`` to have
+        it called from a background thread. ``stop()``, a ``with`` block or ``close()``
+        ends it. See ``kdisco.Watch`` for when it re-asks.
+        """
+        w = Watch(
+            self,
+            name,
+            namespace=namespace,
+            port=port,
+            include_not_ready=include_not_ready,
+            timeout=timeout,
+            callback=callback,
+            on_error=on_error,
+        )
+        with self._watches_lock:
+            self._watches.add(w)
+        return w
+
     def clear_cache(self) -> None:
         """Forget every cached answer."""
         self._cache.clear()
 
     def close(self) -> None:
-        """Release connections the strategies hold."""
+        """Stop every watch and watch thread, and release connections the strategies hold."""
+        with self._watches_lock:
+            watches = list(self._watches)
+        for w in watches:
+            w.stop()
         for strategy in self._strategies:
             close = getattr(strategy, "close", None)
             if callable(close):
@@ -341,4 +402,26 @@ def discover(
         port=port,
         timeout=timeout,
         include_not_ready=include_not_ready,
+    )
+
+
+def watch(
+    name: str,
+    *,
+    namespace: str | None = None,
+    port: int | str | None = None,
+    timeout: float | None = None,
+    include_not_ready: bool = False,
+    callback: Callback | None = None,
+    on_error: ErrorCallback | None = None,
+) -> Watch:
+    """Follow a Service with the default Discoverer (see ``Discoverer.watch``)."""
+    return get_default_discoverer().watch(
+        name,
+        namespace=namespace,
+        port=port,
+        timeout=timeout,
+        include_not_ready=include_not_ready,
+        callback=callback,
+        on_error=on_error,
     )

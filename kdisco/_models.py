@@ -150,11 +150,18 @@ class Resolution:
     _valid: Callable[[], bool] | None = attrs.field(
         default=None, eq=False, repr=False, alias="valid"
     )
+    # Set with ``valid``: when the source last confirmed the data (a watch confirms
+    # it continuously), so ``age`` says how old the knowledge is, not the object.
+    _confirmed: Callable[[], float] | None = attrs.field(
+        default=None, eq=False, repr=False, alias="confirmed"
+    )
 
     @property
     def age(self) -> float:
-        """Seconds since the data was obtained from its source."""
-        return max(0.0, self._clock() - self.fetched_at)
+        """Seconds since the source last confirmed the data (for a stale answer: since
+        the last good one was fetched)."""
+        since = self.fetched_at if self._confirmed is None else self._confirmed()
+        return max(0.0, self._clock() - since)
 
     def __iter__(self) -> Iterator[Endpoint]:
         return iter(self.endpoints)

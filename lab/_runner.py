@@ -307,6 +307,7 @@ class _Proc:
             while time.monotonic() < deadline:
                 self._reap()
                 if not self.alive():
+                    self._reap()
                     return
                 time.sleep(0.05)
         self._reap()
@@ -315,6 +316,10 @@ class _Proc:
         if self.popen is not None:
             with contextlib.suppress(Exception):
                 self.popen.poll()
+                if self.popen.returncode is None and not _pid_alive(self.pid, self.start_time):
+                    # Exited (a zombie, or about to be): collect it, or the Popen's
+                    # finalizer warns that it is "still running".
+                    self.popen.wait(timeout=5)
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "start_time": self.start_time, "log": self.log}

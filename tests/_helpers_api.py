@@ -9,6 +9,7 @@ apiserver, so the client's paging loop is exercised with small recordings.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,7 +56,18 @@ class Reply:
     headers: dict[str, str] = attrs.Factory(dict)
 
 
-Handler = Callable[[Request], Reply]
+@attrs.define
+class Stream:
+    """A watch response: chunked, one JSON line per item put on ``events``.
+
+    ``None`` ends the response; nothing put means a watch that hangs (until the
+    server stops or the client goes away).
+    """
+
+    events: queue.Queue[Json | bytes | None] = attrs.Factory(queue.Queue)
+
+
+Handler = Callable[[Request], "Reply | Stream"]
 
 
 class FakeApiServer:
@@ -63,6 +75,7 @@ class FakeApiServer:
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
+        self.stopping = threading.Event()
         self._routes: dict[str, list[Handler]] = {}
         self._lock = threading.Lock()
         server = self
@@ -77,6 +90,9 @@ class FakeApiServer:
                     headers={k.lower(): v for k, v in self.headers.items()},
                 )
                 reply = server._dispatch(request)
+                if isinstance(reply, Stream):
+                    self._stream(reply)
+                    return
                 body = (
                     reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
                 )
@@ -87,6 +103,34 @@ class FakeApiServer:
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _stream(self, stream: Stream) -> None:
+                self.protocol_version = "HTTP/1.1"  # chunked encoding needs 1.1
+                self.close_connection = True
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.flush()
+                    while True:
+                        try:
+                            item = stream.events.get(timeout=0.02)
+                        except queue.Empty:
+                            if server.stopping.is_set():
+                                return
+                            continue
+                        if item is None:
+                            break
+                        raw = item if isinstance(item, bytes) else json.dumps(item).encode()
+                        data = raw + b"\n"
+                        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:
+                    return  # the client went away (shut its socket down)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep pytest output clean
@@ -107,6 +151,7 @@ class FakeApiServer:
         self._thread.start()
 
     def stop(self) -> None:
+        self.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
@@ -115,7 +160,7 @@ class FakeApiServer:
         """Answer ``path`` with these, in order; the last one repeats."""
         self._routes[path] = [h if callable(h) else _const(h) for h in handlers]
 
-    def _dispatch(self, request: Request) -> Reply:
+    def _dispatch(self, request: Request) -> Reply | Stream:
         with self._lock:
             self.requests.append(request)
             queue = self._routes.get(request.path)
@@ -206,3 +251,203 @@ def fake_apiserver() -> Iterator[FakeApiServer]:
 def client_for(url: str) -> Any:
     """A real ApiClient aimed at ``url``, built the way kdisco builds its own."""
     return _finish(k8s.Configuration(host=url))
+
+
+# -- a namespace served as list + watch, for the watch cache ------------------------------
+
+RESOURCES = ("services", "endpointslices")
+
+
+def services_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/services"
+
+
+def svc(name: str, *, namespace: str = "billing", headless: bool = True, port: int = 80) -> Json:
+    spec: Json = {"type": "ClusterIP", "ports": [{"name": "http", "port": port}]}
+    spec["clusterIP"] = "None" if headless else "10.96.0.10"
+    if not headless:
+        spec["clusterIPs"] = ["10.96.0.10"]
+    return {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def eps_slice(
+    name: str, service: str, hosts: list[str], *, namespace: str = "billing", port: int = 8080
+) -> Json:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [h], "conditions": {"ready": True}, "nodeName": "node-1", "zone": "z"}
+            for h in hosts
+        ],
+        "ports": [{"name": "http", "port": port}],
+    }
+
+
+class FakeNamespace:
+    """One namespace's Services and EndpointSlices, served like kube-apiserver does.
+
+    Lists page with ``continue`` tokens and carry the current resourceVersion; a watch
+    replays every logged event after its resourceVersion, then streams new ones. After
+    ``compact()`` a watch from an older resourceVersion gets 410 Gone, as an HTTP 410 or
+    as an ERROR event. ``script_watch`` makes the next watch requests answer otherwise
+    (a Reply, or ``"hang"``: headers, then silence).
+    """
+
+    def __init__(self, server: FakeApiServer, namespace: str = "billing") -> None:
+        self.server = server
+        self.namespace = namespace
+        self.rv = 100
+        self.compacted = 0
+        self.gone_as_event = True
+        self.objects: dict[str, dict[str, Json]] = {r: {} for r in RESOURCES}
+        self.log: list[tuple[int, str, Json]] = []
+        self.open: dict[str, list[Stream]] = {r: [] for r in RESOURCES}
+        self.scripted: dict[str, list[Reply | str]] = {r: [] for r in RESOURCES}
+        self.list_replies: dict[str, list[Reply]] = {r: [] for r in RESOURCES}
+        self._lock = threading.RLock()
+        server.route(services_path(namespace), lambda r: self._handle("services", r))
+        server.route(slices_path(namespace), lambda r: self._handle("endpointslices", r))
+
+    # -- changing the state ----------------------------------------------------------
+
+    def put(self, resource: str, obj: Json, *, announce: bool = True) -> None:
+        with self._lock:
+            self.rv += 1
+            obj = json.loads(json.dumps(obj))
+            obj["metadata"]["resourceVersion"] = str(self.rv)
+            name = obj["metadata"]["name"]
+            kind = "MODIFIED" if name in self.objects[resource] else "ADDED"
+            self.objects[resource][name] = obj
+            if resource == "services":
+                self.server.route(service_path(self.namespace, name), lambda r: self._get(name))
+            if announce:
+                self._emit(resource, {"type": kind, "object": obj})
+
+    def delete(self, resource: str, name: str) -> None:
+        with self._lock:
+            self.rv += 1
+            obj = self.objects[resource].pop(name)
+            obj["metadata"]["resourceVersion"] = str(self.rv)
+            self._emit(resource, {"type": "DELETED", "object": obj})
+
+    def bookmark(self, resource: str) -> int:
+        """A BOOKMARK at a new resourceVersion (other objects changed meanwhile)."""
+        with self._lock:
+            self.rv += 5
+            event = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": str(self.rv)}}}
+            for stream in self.open[resource]:
+                stream.events.put(event)
+            return self.rv
+
+    def end_watches(self, resource: str) -> None:
+        """The server ends every open watch of ``resource`` (like timeoutSeconds does)."""
+        with self._lock:
+            for stream in self.open[resource]:
+                stream.events.put(None)
+            self.open[resource] = []
+
+    def compact(self) -> None:
+        with self._lock:
+            self.compacted = self.rv
+
+    def send(self, resource: str, item: Json | bytes) -> None:
+        """A raw line to every open watch of ``resource``."""
+        with self._lock:
+            for stream in self.open[resource]:
+                stream.events.put(item)
+
+    def script_watch(self, resource: str, *replies: Reply | str) -> None:
+        with self._lock:
+            self.scripted[resource].extend(replies)
+
+    def _emit(self, resource: str, event: Json) -> None:
+        self.log.append((self.rv, resource, event))
+        for stream in self.open[resource]:
+            stream.events.put(event)
+
+    # -- what the client asked ---------------------------------------------------------
+
+    def requests(self, resource: str, *, watch: bool) -> list[Request]:
+        path = (
+            services_path(self.namespace) if resource == "services" else slices_path(self.namespace)
+        )
+        return [
+            r
+            for r in list(self.server.requests)
+            if r.path == path
+            and ("watch" in r.query) == watch
+            and "=" not in r.query.get("labelSelector", [""])[0]
+        ]
+
+    def lists(self, resource: str) -> int:
+        return len(self.requests(resource, watch=False))
+
+    def watches(self, resource: str) -> int:
+        return len(self.requests(resource, watch=True))
+
+    def direct_reads(self) -> list[str]:
+        """GETs of one Service, or LISTs of one Service's slices (the uncached path)."""
+        return [
+            r.path
+            for r in list(self.server.requests)
+            if r.path.startswith(services_path(self.namespace) + "/")
+            or "=" in r.query.get("labelSelector", [""])[0]
+        ]
+
+    # -- serving -------------------------------------------------------------------------
+
+    def _get(self, name: str) -> Reply:
+        with self._lock:
+            obj = self.objects["services"].get(name)
+        if obj is None:
+            return Reply(404, _status(404, "NotFound", f'services "{name}" not found'))
+        return Reply(200, obj)
+
+    def _handle(self, resource: str, request: Request) -> Reply | Stream:
+        selector = request.query.get("labelSelector", [""])[0]
+        with self._lock:
+            if "watch" in request.query:
+                return self._watch(resource, request)
+            if self.list_replies[resource]:
+                return self.list_replies[resource].pop(0)
+            items = sorted(self.objects[resource].values(), key=lambda o: o["metadata"]["name"])
+            if "=" in selector:  # the direct path: one Service's slices
+                wanted = selector.split("=", 1)[1]
+                items = [i for i in items if i["metadata"]["labels"].get(SERVICE_LABEL) == wanted]
+            elif selector:
+                items = [i for i in items if selector in i["metadata"].get("labels", {})]
+            start = int(request.query.get("continue", ["0"])[0])
+            limit = int(request.query.get("limit", ["1000"])[0])
+            meta: Json = {"resourceVersion": str(self.rv)}
+            if start + limit < len(items):
+                meta["continue"] = str(start + limit)
+            return Reply(200, {"metadata": meta, "items": items[start : start + limit]})
+
+    def _watch(self, resource: str, request: Request) -> Reply | Stream:
+        if self.scripted[resource]:
+            scripted = self.scripted[resource].pop(0)
+            if isinstance(scripted, Reply):
+                return scripted
+            return Stream()  # "hang": open, and never a byte
+        since = int(request.query.get("resourceVersion", ["0"])[0] or 0)
+        stream = Stream()
+        if since < self.compacted:
+            if not self.gone_as_event:
+                return Reply(410, _status(410, "Expired", "too old resource version"))
+            gone = _status(410, "Expired", f"too old resource version: {since}")
+            stream.events.put({"type": "ERROR", "object": gone})
+            stream.events.put(None)
+            return stream
+        for rv, res, event in self.log:
+            if res == resource and rv > since:
+                stream.events.put(event)
+        self.open[resource].append(stream)
+        return stream
+
+
+SERVICE_LABEL = "kubernetes.io/service-name"

@@ -280,3 +280,27 @@ def test_evolve_keeps_private_fields() -> None:
     evolved = attrs.evolve(res, stale=True)
     assert evolved._valid is valid
     assert evolved.age == 2.0
+
+
+def test_age_of_a_confirmed_answer_follows_its_confirmations_until_it_goes_stale() -> None:
+    clock = FakeClock()
+    confirmed = [clock.now]
+    still = [True]
+    d, _ = make(
+        answer(ttl=None, valid=lambda: still[0], confirmed=lambda: confirmed[0]),
+        kdisco.TransientError("watch broken, API unreachable"),
+        clock=clock,
+    )
+    d.discover("web")
+    clock.advance(100)
+    confirmed[0] = clock.now - 1  # the watch confirmed the data a second ago
+    assert d.discover("web").age == pytest.approx(1.0)
+    last_confirmed = confirmed[0]
+    still[0] = False  # the watch lost sync; the refresh fails (retried on the fake clock)
+    clock.advance(5)
+    stale = d.discover("web")
+    assert stale.stale
+    assert stale.age == pytest.approx(clock.now - last_confirmed)
+    confirmed[0] = clock.now  # confirmations no longer reach a stale copy
+    clock.advance(0.5)
+    assert d.discover("web").age == pytest.approx(clock.now - last_confirmed)

@@ -1,0 +1,253 @@
+"""``kdisco.watch()``: a new ``Resolution`` each time a Service's endpoints change.
+
+The watch re-asks its ``Discoverer`` only when the last answer may be out of date:
+
+- an answer from the API watch cache carries a validity check; the cache announces
+  every change it applies (``_watchcache.changes``), so the watch wakes at once and
+  re-asks when its answer stopped being valid;
+- a DNS answer is re-asked when its TTL (clamped by ``CachePolicy``) runs out;
+- an answer with neither (the kubelet's variables, an API answer read directly while
+  the watch cache was not synced) every ``max_ttl`` seconds or on the next API change;
+- a stale answer, or a failure, every ``min_ttl`` seconds or on the next API change.
+
+Only a changed endpoint set, port, port list or kind is yielded. When the Service
+loses its last ready endpoint or disappears, an empty ``Resolution`` is yielded (its
+``attempts`` say why), so users see "nothing to connect to" rather than silence. Other
+failures (timeouts, nothing reachable) are handed to ``on_error`` and the watch goes
+on; the ``Discoverer`` already bridges short outages with labelled stale answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._exceptions import DiscoveryError, NoReadyEndpoints, ServiceNotFound
+from ._models import Resolution, ServiceKind
+from ._names import parse_query
+from ._watchcache import changes
+
+if TYPE_CHECKING:
+    from ._discoverer import Discoverer
+
+log = logging.getLogger("kdisco")
+
+Callback = Callable[[Resolution], object]
+ErrorCallback = Callable[[DiscoveryError], object]
+
+
+def _log_error(error: DiscoveryError) -> None:
+    log.warning("kdisco.watch: %s", error)
+
+
+class Watch:
+    """Iterate for each changed ``Resolution``; ``stop()`` (or ``with``) to end it.
+
+    Without ``callback`` it is an iterator that runs in the caller's thread (breaking
+    out of the loop is enough to end it). With ``callback`` a background thread calls
+    it for each change until ``stop()`` or ``Discoverer.close()``.
+    """
+
+    def __init__(
+        self,
+        discoverer: Discoverer,
+        name: str,
+        *,
+        namespace: str | None = None,
+        port: int | str | None = None,
+        include_not_ready: bool = False,
+        timeout: float | None = None,
+        callback: Callback | None = None,
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        self._discoverer = discoverer
+        self._name = name
+        self._namespace = namespace
+        self._port = port
+        self._include_not_ready = include_not_ready
+        self._timeout = timeout
+        # Bad names fail here, in the caller's thread, not later in a callback thread.
+        self._query = parse_query(
+            name,
+            namespace=namespace,
+            default_namespace=discoverer.namespace,
+            cluster_domain=discoverer.cluster_domain,
+            port=port,
+            include_not_ready=include_not_ready,
+        )
+        self._on_error = on_error if on_error is not None else _log_error
+        self._callback = callback
+        self._stopping = threading.Event()
+        self._basis: Resolution | DiscoveryError | None = None
+        self._started = False
+        self._last: Resolution | None = None
+        self._thread: threading.Thread | None = None
+        if callback is not None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"kdisco-watch-callback-{self._query.service}", daemon=True
+            )
+            self._thread.start()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopping.is_set() else "running"
+        return f"Watch({self._query.service}, {state})"
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def last(self) -> Resolution | None:
+        """The last Resolution yielded (or passed to the callback)."""
+        return self._last
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """End the watch; a blocked ``next()`` returns (StopIteration) at once."""
+        self._stopping.set()
+        with changes:
+            changes.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __iter__(self) -> Iterator[Resolution]:
+        return self
+
+    def __next__(self) -> Resolution:
+        while True:
+            if self._started:
+                self._wait()
+            if self._stopping.is_set():
+                raise StopIteration
+            self._started = True
+            found = self._resolve()
+            self._basis = found
+            emitted = self._as_answer(found)
+            if emitted is not None and self._changed(emitted):
+                self._last = emitted
+                return emitted
+
+    # -- internals -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self._callback is not None
+        for res in self:
+            try:
+                self._callback(res)
+            except Exception:
+                log.exception("kdisco.watch: callback for %s failed", self._query.service)
+
+    def _resolve(self) -> Resolution | DiscoveryError:
+        try:
+            return self._discoverer.discover(
+                self._name,
+                namespace=self._namespace,
+                port=self._port,
+                timeout=self._timeout,
+                include_not_ready=self._include_not_ready,
+            )
+        except DiscoveryError as exc:
+            return exc
+
+    def _as_answer(self, found: Resolution | DiscoveryError) -> Resolution | None:
+        if isinstance(found, Resolution):
+            return found
+        if isinstance(found, NoReadyEndpoints | ServiceNotFound):
+            last = self._last
+            clock = self._discoverer.clock
+            if last is not None and isinstance(found, NoReadyEndpoints):
+                return attrs.evolve(
+                    last,
+                    endpoints=(),
+                    attempts=found.attempts,
+                    stale=False,
+                    ttl=None,
+                    valid=None,
+                    fetched_at=clock(),
+                )
+            gone = last is None or isinstance(found, ServiceNotFound)
+            return Resolution(
+                service=found.service or self._query.service,
+                kind=ServiceKind.UNKNOWN if gone or last is None else last.kind,
+                endpoints=(),
+                source=found.attempts[-1].strategy if found.attempts else "",
+                attempts=found.attempts,
+                fetched_at=clock(),
+                clock=clock,
+            )
+        try:
+            self._on_error(found)
+        except Exception:
+            log.exception("kdisco.watch: on_error for %s failed", self._query.service)
+        return None
+
+    def _changed(self, res: Resolution) -> bool:
+        last = self._last
+        if last is None:
+            return True
+        if res is last:
+            return False
+        if (res.kind, res.ports, res.port, res.external_name) != (
+            last.kind,
+            last.ports,
+            last.port,
+            last.external_name,
+        ):
+            return True
+        if res.endpoints == last.endpoints:
+            return False
+        # The same set in another order is no change.
+        return frozenset(res.endpoints) != frozenset(last.endpoints)
+
+    def _wait(self) -> None:
+        """Block until the basis of the last answer may be out of date (or stop)."""
+        basis = self._basis
+        policy = self._discoverer.cache_policy
+        clock = self._discoverer.clock
+        stopping = self._stopping
+        if isinstance(basis, Resolution) and not basis.stale and basis._valid is not None:
+            valid = basis._valid
+            # API answers are announced on ``changes``; other validity checks (a static
+            # file) are polled every min_ttl.
+            while not stopping.is_set():
+                with changes:
+                    if changes.wait_for(
+                        lambda: stopping.is_set() or not valid(), max(policy.min_ttl, 0.01)
+                    ):
+                        return
+            return
+        if isinstance(basis, Resolution) and not basis.stale and basis.ttl is not None:
+            ttl = min(max(basis.ttl, policy.min_ttl), policy.max_ttl)
+            until = basis.fetched_at + ttl
+        else:
+            # An answer with neither (the kubelet's variables, or an API answer read
+            # directly while the watch cache was not synced): every max_ttl, or as soon
+            # as the API cache changes or syncs again. Stale, or failed: the same, but
+            # every min_ttl.
+            fresh = isinstance(basis, Resolution) and not basis.stale
+            with changes:
+                if not stopping.is_set():
+                    changes.wait(policy.max_ttl if fresh else policy.min_ttl)
+            return
+        while not stopping.is_set():
+            left = until - clock()
+            if left <= 0:
+                return
+            with changes:
+                changes.wait_for(stopping.is_set, left)

@@ -1,0 +1,214 @@
+"""The API watch cache and ``watch()`` against the real kube-apiserver.
+
+Requests are counted at the transport (the ApiClient's ``call_api``), which sees
+exactly what kdisco sends, whatever else talks to a shared lab. The tests that
+restart kube-apiserver or compact etcd run on a private lab with the apiserver's own
+watch cache off, so old resourceVersions expire with etcd and a shared lab is never
+disturbed.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from kubernetes.client import V1ConfigMap, V1ObjectMeta
+
+import kdisco
+from kdisco import WatchCachePolicy
+from kdisco._api import ApiStrategy, _kubeconfig_client
+from kdisco._watchcache import _shutdown
+from lab.objects import Cluster, endpoint, port
+
+from .conftest import eventually, in_ci
+
+FAST = WatchCachePolicy(backoff_initial=0.05, backoff_max=0.5)
+LIMIT = 15.0
+
+
+class Counted:
+    """An api strategy whose every request is recorded as (method, path, query)."""
+
+    def __init__(self, kubeconfig: str, policy: WatchCachePolicy = FAST) -> None:
+        self.calls: list[tuple[str, str, dict[str, str]]] = []
+
+        def factory() -> Any:
+            client = _kubeconfig_client(kubeconfig, None)
+            original = client.call_api
+
+            def call_api(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+                # kubernetes >= 35: call_api(method, full URL with query, headers, ...)
+                parts = urlsplit(url)
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                self.calls.append((method, parts.path, query))
+                return original(method, url, *args, **kwargs)
+
+            client.call_api = call_api
+            return client
+
+        self.strategy = ApiStrategy(client_factory=factory, watch=policy)
+
+    def watches(self) -> int:
+        return sum(1 for _, _, q in self.calls if q.get("watch"))
+
+    def lists(self, resource: str) -> int:
+        return sum(1 for _, p, q in self.calls if p.endswith(f"/{resource}") and not q.get("watch"))
+
+    def direct(self) -> list[str]:
+        return [
+            p
+            for _, p, q in self.calls
+            if not p.endswith(("/services", "/endpointslices")) or "=" in q.get("labelSelector", "")
+        ]
+
+
+def discoverer(counted: Counted, ns: str) -> kdisco.Discoverer:
+    return kdisco.Discoverer(strategies=[counted.strategy], namespace=ns, environ={})
+
+
+def headless(cluster: Cluster, prefix: str, name: str = "db", n: int = 2) -> str:
+    ns = cluster.namespace(prefix)
+    cluster.service(ns, name, headless=True, ports=[port(5432, "pg")])
+    cluster.endpoint_slice(
+        ns,
+        name,
+        f"{name}-a",
+        [endpoint(f"192.0.2.{i}", hostname=f"{name}-{i}") for i in range(1, n + 1)],
+        ports=[port(5432, "pg")],
+    )
+    return ns
+
+
+def hosts(res: kdisco.Resolution) -> set[str]:
+    return {ep.host for ep in res}
+
+
+def replace(cluster: Cluster, ns: str, addresses: list[str], name: str = "db-a") -> None:
+    cluster.replace_endpoints(ns, name, [endpoint(a) for a in addresses])
+
+
+def seen_by(d: kdisco.Discoverer, expected: set[str]) -> Callable[[], None]:
+    def check() -> None:
+        assert hosts(d.discover("db")) == expected
+
+    return check
+
+
+# -- on the shared lab ------------------------------------------------------------------
+
+
+def test_slice_updates_reach_discover_and_watch(lab_info: Any, cluster: Cluster) -> None:
+    ns = headless(cluster, "watch")
+    counted = Counted(str(lab_info.kubeconfig))
+    got: queue.Queue[kdisco.Resolution] = queue.Queue()
+    try:
+        with discoverer(counted, ns) as d, d.watch("db", callback=got.put):
+            assert hosts(got.get(timeout=LIMIT)) == {"192.0.2.1", "192.0.2.2"}
+            for i in range(3, 6):
+                replace(cluster, ns, [f"192.0.2.{i}"])
+                assert hosts(got.get(timeout=LIMIT)) == {f"192.0.2.{i}"}
+                eventually(seen_by(d, {f"192.0.2.{i}"}))
+            assert counted.direct() == []
+    finally:
+        cluster.delete_namespace(ns)
+
+
+def test_repeated_discovers_send_no_requests(lab_info: Any, cluster: Cluster) -> None:
+    ns = cluster.namespace("load")
+    names = [f"svc-{i}" for i in range(10)]
+    for name in names:
+        cluster.service(ns, name, headless=True, ports=[port(80, "http")])
+        cluster.endpoint_slice(ns, name, f"{name}-a", [endpoint("192.0.2.1")], ports=[])
+    counted = Counted(str(lab_info.kubeconfig))
+    try:
+        with discoverer(counted, ns) as d:
+            for name in names:
+                d.discover(name)
+            eventually(lambda: _at_least(counted.watches(), 2))
+            before = list(counted.calls)
+            for i in range(2000):
+                if i % 2:
+                    d.clear_cache()  # half the calls reach the strategy's memory
+                assert d.discover(names[i % len(names)]).first().host == "192.0.2.1"
+            assert counted.calls == before
+        assert (counted.lists("services"), counted.lists("endpointslices")) == (1, 1)
+        assert counted.watches() == 2
+        assert counted.direct() == []
+    finally:
+        cluster.delete_namespace(ns)
+
+
+def _at_least(value: int, wanted: int) -> None:
+    assert value >= wanted
+
+
+# -- on a private lab: restarts and compaction ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_lab() -> Iterator[Any]:
+    try:
+        import lab
+
+        manager = lab.ensure_lab(watch_cache=False)
+        info = manager.__enter__()
+    except Exception as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and a private lab could not start: {exc!r}", pytrace=False)
+        pytest.skip(f"a private lab is not available ({exc!r})")
+    try:
+        yield info
+    finally:
+        manager.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def private_cluster(private_lab: Any) -> Iterator[Cluster]:
+    c = Cluster(str(private_lab.kubeconfig))
+    yield c
+    c.close()
+
+
+def slice_informer(counted: Counted, ns: str) -> Any:
+    cache = counted.strategy.watch_cache
+    assert cache is not None
+    return next(t for t in cache.namespace(ns).threads if t.resource == "endpointslices")
+
+
+def test_compaction_gives_410_and_a_re_list(private_lab: Any, private_cluster: Cluster) -> None:
+    cluster = private_cluster
+    ns = headless(cluster, "gone")
+    counted = Counted(str(private_lab.kubeconfig))
+    with discoverer(counted, ns) as d:
+        assert hosts(d.discover("db")) == {"192.0.2.1", "192.0.2.2"}
+        informer = slice_informer(counted, ns)
+        eventually(lambda: _at_least(informer.watches, 1))
+        # Move etcd on past the informer's resourceVersion, then compact it away.
+        for i in range(3):
+            bump = V1ConfigMap(metadata=V1ObjectMeta(name=f"bump-{i}"))
+            cluster.core.create_namespaced_config_map(ns, bump)
+        private_lab.compact_etcd()
+        # Force a re-watch from the (now compacted) resourceVersion.
+        _shutdown(informer._response)
+        eventually(lambda: _at_least(informer.lists, 2))
+        assert counted.lists("endpointslices") == 2
+        replace(cluster, ns, ["192.0.2.9"])
+        eventually(seen_by(d, {"192.0.2.9"}))
+
+
+def test_apiserver_restart_recovers(private_lab: Any, private_cluster: Cluster) -> None:
+    cluster = private_cluster
+    ns = headless(cluster, "restart")
+    counted = Counted(str(private_lab.kubeconfig))
+    got: queue.Queue[kdisco.Resolution] = queue.Queue()
+    with discoverer(counted, ns) as d, d.watch("db", callback=got.put):
+        assert hosts(got.get(timeout=LIMIT)) == {"192.0.2.1", "192.0.2.2"}
+        watches = counted.watches()
+        private_lab.restart_apiserver()
+        replace(cluster, ns, ["192.0.2.7"])
+        assert hosts(got.get(timeout=LIMIT)) == {"192.0.2.7"}
+        eventually(seen_by(d, {"192.0.2.7"}))
+        assert counted.watches() > watches  # the watches were re-opened
