@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import sys
 import tracemalloc
 from typing import Any
@@ -67,9 +66,6 @@ def main(argv: list[str]) -> None:
     held, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(json.dumps({"held": held, "peak": peak, "endpoints": count}), flush=True)
-    # The figure is out; skip interpreter teardown, which has been seen to abort
-    # (SIGABRT) in this child after the print when started from the bench.
-    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,13 @@ blocked watch, so it returns at once.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import logging
 import math
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -635,6 +637,19 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+#: Every WatchCache alive, so that interpreter exit can stop their threads.
+_LIVE: weakref.WeakSet[WatchCache] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    # Informer threads are daemons blocked in socket reads; left running into
+    # interpreter finalization they abort the process (SIGABRT) as it exits. Programs
+    # that never call Discoverer.close() must still exit cleanly.
+    for cache in list(_LIVE):
+        cache.stop()
+
+
 class WatchCache:
     """Every namespace's cache, created on first use; what ``ApiStrategy`` holds."""
 
@@ -645,6 +660,7 @@ class WatchCache:
         self._lock = threading.Lock()
         self._namespaces: dict[str, NamespaceCache] = {}
         self._counter = itertools.count(1)
+        _LIVE.add(self)
 
     def namespace(self, namespace: str) -> NamespaceCache:
         cache = self._namespaces.get(namespace)

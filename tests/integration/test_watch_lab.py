@@ -9,8 +9,12 @@ disturbed.
 
 from __future__ import annotations
 
+import os
 import queue
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -139,6 +143,32 @@ def test_repeated_discovers_send_no_requests(lab_info: Any, cluster: Cluster) ->
         assert counted.direct() == []
     finally:
         cluster.delete_namespace(ns)
+
+
+def test_a_program_that_never_closes_its_discoverer_exits_cleanly(
+    lab_info: Any, cluster: Cluster
+) -> None:
+    # Watch threads block in socket reads; left running into interpreter shutdown they
+    # used to abort the process (SIGABRT, exit -6) after its work was done.
+    ns = headless(cluster, "exit")
+    code = (
+        "import kdisco\n"
+        f"d = kdisco.Discoverer(strategies=['api'], kubeconfig={str(lab_info.kubeconfig)!r},"
+        f" namespace={ns!r})\n"
+        "print(len(d.discover('db')))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert (out.returncode, out.stdout.strip()) == (0, "2"), out.stderr
 
 
 def _at_least(value: int, wanted: int) -> None:
