@@ -157,11 +157,7 @@ class DnsStrategy:
         if isinstance(answer_a, TransientError):
             raise answer_a
         if answer_a is None:
-            return Miss(
-                Outcome.NOT_FOUND,
-                f"NXDOMAIN for {service.fqdn} (no such Service, "
-                "or a headless Service with no ready endpoints)",
-            )
+            return _nxdomain(service.fqdn)
         external = _external_name(answer_a)
         if external is not None:
             return _external_resolution(query, external, _ttl(answer_a))
@@ -196,11 +192,7 @@ class DnsStrategy:
         # No SRV: tell "no such Service" from "no such port" with one more question.
         answer_a = self._ask(service.fqdn, dns.rdatatype.A, deadline)
         if answer_a is None:
-            return Miss(
-                Outcome.NOT_FOUND,
-                f"NXDOMAIN for {service.fqdn} (no such Service, "
-                "or a headless Service with no ready endpoints)",
-            )
+            return _nxdomain(service.fqdn)
         external = _external_name(answer_a)
         if external is not None:
             target = parse_service_fqdn(external)
@@ -283,6 +275,14 @@ class DnsStrategy:
                 if answer is not None:
                     addresses.extend(_addresses(answer))
         return found
+
+
+def _nxdomain(fqdn: str) -> Miss:
+    # DNS cannot tell these apart; the api strategy can, when it comes next.
+    return Miss(
+        Outcome.NOT_FOUND,
+        f"NXDOMAIN for {fqdn} (no such Service, or a headless Service with no ready endpoints)",
+    )
 
 
 def _external_resolution(query: Query, external: str, ttl: float | None) -> Resolution:
