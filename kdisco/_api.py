@@ -24,7 +24,7 @@ from ._exceptions import AccessDenied, ConfigurationError, TransientError
 from ._models import Endpoint, Outcome, Resolution, ServiceKind, ServicePort
 from ._names import Query, parse_service_fqdn
 from ._strategy import Miss
-from ._watchcache import WatchCache, WatchCachePolicy
+from ._watchcache import WatchCache, WatchCachePolicy, shutdown_response
 
 DEFAULT_SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _SLICE_PAGE = 500
@@ -247,7 +247,18 @@ class ApiStrategy:
         timeout = max(_MIN_TIMEOUT, remaining)
         try:
             response = call(_preload_content=False, _request_timeout=(timeout, timeout), **kwargs)
-            body = response.data
+            # urllib3's read timeout bounds each recv(), not the body: a server that
+            # trickles its reply would hold the caller far past the deadline. Cut the
+            # connection when the deadline passes.
+            cutoff = threading.Timer(deadline.remaining(), shutdown_response, (response,))
+            cutoff.daemon = True
+            cutoff.start()
+            try:
+                body = response.data
+            finally:
+                cutoff.cancel()
+            if deadline.expired() and not body:
+                raise TransientError("the response did not arrive before the deadline")
         except ApiException as exc:
             _api_error(exc, what)
             return None

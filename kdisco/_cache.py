@@ -84,11 +84,13 @@ class AnswerCache:
         if not self.policy.enabled:
             return
         valid = res._valid
-        if valid is not None:
-            expires_at = math.inf
-        elif res.ttl is not None:
+        if res.ttl is not None:
+            # A TTL bounds the answer even when a validity check comes with it (an
+            # ExternalName from DNS in front of a watched Service).
             ttl = min(max(res.ttl, self.policy.min_ttl), self.policy.max_ttl)
             expires_at = res.fetched_at + ttl
+        elif valid is not None:
+            expires_at = math.inf
         else:
             return  # the source gave no way to know how long it holds
         self._entries[key] = _Entry(res, expires_at, valid)
@@ -99,7 +101,11 @@ class AnswerCache:
             entry = self._entries.get(key)
         except TypeError:
             entry = None
-        if entry is None or not isinstance(error, _STALE_OK):
+        if entry is None:
+            raise error
+        if not isinstance(error, _STALE_OK):
+            # An answer ("not found", "nothing ready", "denied"): the old one is void.
+            self._entries.pop(key, None)
             raise error
         now = self._clock()
         last = entry.resolution

@@ -121,6 +121,22 @@ def parse_strategy_list(text: str, *, where: str = "KDISCO_STRATEGIES") -> list[
     return names
 
 
+def pod_namespace(environ: Mapping[str, str], serviceaccount_dir: str | Path) -> str | None:
+    """The pod's own namespace (downward-API ``POD_NAMESPACE``, else the service-account
+    ``namespace`` file), or None. Unlike ``detect_namespace`` this ignores
+    ``KDISCO_NAMESPACE``: that picks which namespace to search, not where the pod runs,
+    and the kubelet's variables describe only the pod's own namespace."""
+    value = environ.get("POD_NAMESPACE", "").strip()
+    if value:
+        return _namespace(value, "POD_NAMESPACE")
+    ns_file = Path(serviceaccount_dir) / "namespace"
+    try:
+        value = ns_file.read_text().strip()
+    except OSError:
+        return None
+    return _namespace(value, str(ns_file)) if value else None
+
+
 def detect_namespace(
     environ: Mapping[str, str],
     serviceaccount_dir: str | Path,

@@ -25,6 +25,7 @@ from ._config import (
     parse_dns_server,
     parse_strategy_list,
     parse_timeout,
+    pod_namespace,
     serviceaccount_dir,
 )
 from ._deadline import Clock, Deadline
@@ -171,7 +172,9 @@ class Discoverer:
         if key == "dns":
             return _dns_strategy(dns_server, env, resolv)
         if key == "env":
-            return EnvStrategy(env, namespace=self._namespace)
+            # Without POD_NAMESPACE or a service-account file the pod's namespace is
+            # unknown; the Discoverer's namespace is then the best guess there is.
+            return EnvStrategy(env, namespace=pod_namespace(env, sa_dir) or self._namespace)
         if key == "api":
             return ApiStrategy(
                 kubeconfig=kubeconfig,
@@ -231,7 +234,8 @@ class Discoverer:
         otherwise a ``DiscoveryError`` subclass that lists each strategy tried and why.
         Answers are cached (see ``CachePolicy``); a cached answer returns at once.
         """
-        key = (name, namespace, port, include_not_ready)
+        # Types are part of the key: True == 1, but port=True is invalid and port=1 is not.
+        key = (name, namespace, port, type(port), include_not_ready, type(include_not_ready))
         hit = self._cache.get(key)
         if hit is not None:
             return hit

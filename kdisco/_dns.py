@@ -82,6 +82,11 @@ class DnsStrategy:
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         if self._not_applicable is not None:
             return Miss(Outcome.NOT_APPLICABLE, self._not_applicable)
+        if query.include_not_ready:
+            return Miss(
+                Outcome.NOT_APPLICABLE,
+                "include_not_ready: cluster DNS publishes only ready endpoints",
+            )
         if isinstance(query.port, str):
             return self._lookup_named_port(query, query.port, deadline)
         return self._lookup_addresses(query, deadline)

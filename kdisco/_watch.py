@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._config import parse_timeout
 from ._exceptions import DiscoveryError, NoReadyEndpoints, ServiceNotFound
 from ._models import Resolution, ServiceKind
 from ._names import parse_query
@@ -70,7 +71,8 @@ class Watch:
         self._namespace = namespace
         self._port = port
         self._include_not_ready = include_not_ready
-        self._timeout = timeout
+        # Checked here like the name: a bad timeout would otherwise fail every re-ask.
+        self._timeout = None if timeout is None else parse_timeout(timeout)
         # Bad names fail here, in the caller's thread, not later in a callback thread.
         self._query = parse_query(
             name,

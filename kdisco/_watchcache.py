@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -71,7 +72,10 @@ class WatchCachePolicy:
     re-opened (the API sends a bookmark about every minute). ``page_size``: items per
     list page. ``backoff_initial``/``backoff_max``: reconnect backoff (full jitter).
     ``sync_wait``: the share of a caller's remaining deadline spent waiting for the
-    first list of a namespace before reading the API directly.
+    first list of a namespace before reading the API directly. ``max_namespaces``:
+    at most this many namespaces are watched (two threads and two watches each);
+    lookups in further namespaces read the API directly, so names from user input or
+    typos cannot grow the threads without bound.
     """
 
     enabled: bool = True
@@ -83,6 +87,7 @@ class WatchCachePolicy:
     backoff_initial: float = 0.2
     backoff_max: float = 30.0
     sync_wait: float = 0.5
+    max_namespaces: int = 32
 
     def __attrs_post_init__(self) -> None:
         for name in (
@@ -176,8 +181,7 @@ class NamespaceCache:
     def stop(self, timeout: float = 5.0) -> None:
         for informer in self._informers:
             informer.stop()
-        for informer in self._informers:
-            informer.join(timeout)
+        join_all(self._informers, timeout)
         with self._lock:
             self.epoch = -1
         notify_changes()
@@ -408,7 +412,7 @@ class _Informer(threading.Thread):
         with self._response_lock:
             response = self._response
         if response is not None:
-            _shutdown(response)
+            shutdown_response(response)
 
     def run(self) -> None:
         rv: str | None = None
@@ -520,11 +524,21 @@ class _Informer(threading.Thread):
         while True:
             extra: dict[str, Any] = {"_continue": token} if token else {}
             response = self._request(limit=self._policy.page_size, **extra)
+            with self._response_lock:
+                self._response = response  # so stop() can cut a slow body short
             try:
+                if self._stopping.is_set():
+                    raise _Stopped
                 page = json.loads(response.data)
             except ValueError as exc:
                 raise TransientError(f"list {self.resource}: response is not JSON") from exc
+            except Exception:
+                if self._stopping.is_set():
+                    raise _Stopped from None
+                raise
             finally:
+                with self._response_lock:
+                    self._response = None
                 response.release_conn()
             if not isinstance(page, dict):
                 raise TransientError(f"list {self.resource}: response is not a JSON object")
@@ -619,7 +633,7 @@ def _is_read_timeout(exc: BaseException) -> bool:
     return False
 
 
-def _shutdown(response: Any) -> None:
+def shutdown_response(response: Any) -> None:
     """Unblock a thread reading ``response`` (urllib3 >= 2.3 shuts the socket down)."""
     try:
         shutdown = getattr(response, "shutdown", None)
@@ -650,6 +664,13 @@ def _stop_all_at_exit() -> None:
         cache.stop()
 
 
+def join_all(threads: list[_Informer] | tuple[_Informer, ...], timeout: float) -> None:
+    """Join threads under one shared deadline."""
+    end = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+
+
 class WatchCache:
     """Every namespace's cache, created on first use; what ``ApiStrategy`` holds."""
 
@@ -660,13 +681,17 @@ class WatchCache:
         self._lock = threading.Lock()
         self._namespaces: dict[str, NamespaceCache] = {}
         self._counter = itertools.count(1)
+        self._closed = False
         _LIVE.add(self)
 
-    def namespace(self, namespace: str) -> NamespaceCache:
+    def namespace(self, namespace: str) -> NamespaceCache | None:
+        """The namespace's cache, started on first use; None once closed or full."""
         cache = self._namespaces.get(namespace)
         if cache is not None:
             return cache
         with self._lock:
+            if self._closed or len(self._namespaces) >= self.policy.max_namespaces:
+                return None
             cache = self._namespaces.get(namespace)
             if cache is None:
                 cache = NamespaceCache(
@@ -679,6 +704,8 @@ class WatchCache:
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss | None:
         """From memory when synced (waiting a share of the deadline for a first list)."""
         cache = self.namespace(query.service.namespace)
+        if cache is None:
+            return None  # closed, or max_namespaces reached: the caller reads directly
         if not cache.synced:
             cache.wait_synced(deadline.remaining() * self.policy.sync_wait)
         return cache.resolve(query)
@@ -690,12 +717,15 @@ class WatchCache:
     def threads(self) -> list[threading.Thread]:
         return [t for c in list(self._namespaces.values()) for t in c.threads]
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every thread; ``timeout`` bounds the whole stop, not each thread."""
         with self._lock:
+            self._closed = True
             caches = list(self._namespaces.values())
             self._namespaces.clear()
         for cache in caches:
             for informer in cache.threads:
                 informer.stop()
+        join_all([t for c in caches for t in c.threads], timeout)
         for cache in caches:
-            cache.stop()
+            cache.stop(timeout=0)

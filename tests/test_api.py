@@ -8,8 +8,10 @@ exercised for real; no other address is ever contacted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from kdisco import (
     AccessDenied,
     ConfigurationError,
     Deadline,
+    Discoverer,
+    DiscoveryTimeout,
     DiscoveryUnavailable,
     Endpoint,
     Miss,
@@ -955,3 +959,50 @@ def test_fixtures_are_apiserver_shaped() -> None:
     assert all(
         item["metadata"]["labels"]["kubernetes.io/service-name"] == "kafka" for item in lst["items"]
     )
+
+
+def test_a_trickling_response_is_cut_at_the_deadline() -> None:
+    # urllib3's read timeout bounds each recv(), not the body: a server that sends one
+    # byte at a time would otherwise hold the caller until it is done. Done or not,
+    # the deadline ends the call: an answer arriving after it would be a bug.
+    body = b'{"kind":"Service","spec":{"clusterIP":"10.96.0.9","ports":[{"port":80}]}}'
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body)
+            )
+            for byte in body:
+                if stop.wait(0.05):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                conn, _ = listener.accept()
+                threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        api = ApiStrategy(
+            client_factory=lambda: client_for(f"http://127.0.0.1:{port}"), watch=False
+        )
+        d = Discoverer(strategies=[api], namespace="shop", environ={}, timeout=0.5)
+        with pytest.raises(DiscoveryTimeout) as info:
+            d.discover("web")
+        assert "IncompleteRead" in str(info.value) or "deadline" in str(info.value)
+    finally:
+        stop.set()
+        listener.close()

@@ -304,3 +304,44 @@ def test_age_of_a_confirmed_answer_follows_its_confirmations_until_it_goes_stale
     confirmed[0] = clock.now  # confirmations no longer reach a stale copy
     clock.advance(0.5)
     assert d.discover("web").age == pytest.approx(clock.now - last_confirmed)
+
+
+def test_a_ttl_bounds_an_answer_that_also_has_a_validity_check() -> None:
+    # ExternalName from DNS (TTL) in front of a watched Service (validity check).
+    clock = FakeClock()
+    d, s = make(answer(ttl=5.0, valid=lambda: True), clock=clock)
+    d.discover("web")
+    clock.advance(4.0)
+    d.discover("web")
+    assert len(s.calls) == 1
+    clock.advance(2.0)
+    d.discover("web")
+    assert len(s.calls) == 2
+
+
+def test_not_found_voids_the_old_answer_for_later_stale_serving() -> None:
+    clock = FakeClock()
+    d, _ = make(
+        answer(ttl=5.0),
+        Miss(Outcome.NOT_FOUND, "deleted"),
+        kdisco.TransientError("SERVFAIL"),
+        clock=clock,
+    )
+    d.discover("web")
+    clock.advance(10)
+    with pytest.raises(kdisco.ServiceNotFound):
+        d.discover("web")
+    clock.advance(1)
+    # The Service was deleted: a later outage must not resurrect its old address.
+    with pytest.raises((kdisco.DiscoveryTimeout, kdisco.DiscoveryUnavailable)):
+        d.discover("web")
+
+
+def test_bool_and_int_arguments_do_not_share_cache_entries() -> None:
+    d = kdisco.Discoverer(strategies=["static"], static={"web": ["192.0.2.1"]}, environ={})
+    assert d.discover("web", port=1).first().port == 1
+    with pytest.raises(kdisco.InvalidServiceName):
+        d.discover("web", port=True)
+    d.discover("web", include_not_ready=True)
+    with pytest.raises(kdisco.InvalidServiceName):
+        d.discover("web", include_not_ready=1)  # type: ignore[arg-type]

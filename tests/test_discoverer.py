@@ -528,3 +528,52 @@ def test_static_strategy_from_argument_mapping(sa_dir: Path, resolv: Path) -> No
     d = make(sa_dir, resolv, static={"payments": ["127.0.0.1:5432"]}, strategies=["static"])
     assert isinstance(d.strategies[0], StaticStrategy)
     assert d.discover("payments").first().address == "127.0.0.1:5432"
+
+
+class TestReviewFindings:
+    """Behaviour pinned after a review found it wrong."""
+
+    def test_env_reads_the_pods_namespace_not_the_search_namespace(self) -> None:
+        environ = {
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "POD_NAMESPACE": "shop",
+            "KDISCO_NAMESPACE": "billing",
+            "PAYMENTS_SERVICE_HOST": "10.96.7.7",
+            "PAYMENTS_SERVICE_PORT": "5432",
+        }
+        d = kdisco.Discoverer(strategies=["env"], environ=environ)
+        assert d.namespace == "billing"
+        # payments.billing is not in the pod's namespace: shop's variables must not answer.
+        with pytest.raises(kdisco.DiscoveryUnavailable) as info:
+            d.discover("payments")
+        assert "'shop'" in info.value.attempts[0].reason
+        assert d.discover("payments.shop").first().address == "10.96.7.7:5432"
+
+    def test_env_namespace_from_the_serviceaccount_file(self, tmp_path: Path) -> None:
+        (tmp_path / "namespace").write_text("shop\n")
+        environ = {
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KDISCO_NAMESPACE": "billing",
+            "KDISCO_SERVICEACCOUNT_DIR": str(tmp_path),
+            "PAYMENTS_SERVICE_HOST": "10.96.7.7",
+            "PAYMENTS_SERVICE_PORT": "5432",
+        }
+        d = kdisco.Discoverer(strategies=["env"], environ=environ)
+        assert d.discover("payments.shop").first().host == "10.96.7.7"
+
+    def test_dns_leaves_include_not_ready_to_a_strategy_that_knows(self) -> None:
+        fake = FakeResolver({"db": ["192.0.2.1:5432"]})
+        dns_strategy = kdisco.Discoverer(
+            strategies=["dns"], dns_server="127.0.0.1:1", environ={}
+        ).strategies[0]
+        d = kdisco.Discoverer(strategies=[dns_strategy, fake], environ={}, namespace="default")
+        res = d.discover("db", include_not_ready=True, timeout=0.5)
+        assert res.source == "fake"
+        assert res.attempts[0].outcome is kdisco.Outcome.NOT_APPLICABLE
+        assert "only ready" in res.attempts[0].reason
+
+    def test_watch_rejects_a_bad_timeout_at_once(self) -> None:
+        d = kdisco.Discoverer(strategies=[FakeResolver({"web": ["192.0.2.1:80"]})], environ={})
+        with pytest.raises(kdisco.ConfigurationError):
+            d.watch("web", timeout=-1)
+        d.close()

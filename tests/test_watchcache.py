@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import attrs
 import pytest
 
 import kdisco
@@ -109,6 +110,7 @@ def informer(d: Discoverer, resource: str) -> object:
     assert isinstance(api, ApiStrategy)
     assert api.watch_cache is not None
     cache = api.watch_cache.namespace("billing")
+    assert cache is not None
     return next(t for t in cache.threads if t.resource == resource)
 
 
@@ -116,7 +118,9 @@ def synced(d: Discoverer) -> bool:
     api = d.strategies[0]
     assert isinstance(api, ApiStrategy)
     assert api.watch_cache is not None
-    return api.watch_cache.namespace("billing").synced
+    cache = api.watch_cache.namespace("billing")
+    assert cache is not None
+    return cache.synced
 
 
 def both_watching(ns: FakeNamespace, count: int = 1) -> Callable[[], bool]:
@@ -484,3 +488,33 @@ def test_retry_backoff_survives_a_long_outage() -> None:
     # The watch cache caps its own attempt count for now.
     policy = kdisco.RetryPolicy(rng=lambda: 1.0)
     assert policy.wait_for(2000) == policy.maximum
+
+
+def test_after_close_lookups_read_directly_and_start_no_threads(
+    server: FakeApiServer, ns: FakeNamespace
+) -> None:
+    d = make(server, cache=False)
+    d.discover("db")
+    d.close()
+    assert kdisco_threads() == []
+    # Still answers (directly from the API), without bringing the watch threads back.
+    assert {ep.host for ep in d.discover("db")} == {"192.0.2.1", "192.0.2.2", "192.0.2.3"}
+    assert kdisco_threads() == []
+
+
+def test_watched_namespaces_are_capped(server: FakeApiServer, ns: FakeNamespace) -> None:
+    others = [FakeNamespace(server, f"ns{i}") for i in range(3)]
+    for i, other in enumerate(others):
+        other.put("services", svc("web", namespace=f"ns{i}", headless=False))
+    with make(server, attrs.evolve(FAST, max_namespaces=2)) as d:
+        for i in range(3):
+            d.discover(f"web.ns{i}")
+        d.discover("db")  # over the cap too: answered by a direct read
+        assert {t.name for t in kdisco_threads()} == {
+            "kdisco-watch-ns0-services",
+            "kdisco-watch-ns0-endpointslices",
+            "kdisco-watch-ns1-services",
+            "kdisco-watch-ns1-endpointslices",
+        }
+        assert {ep.host for ep in d.discover("db")} == {"192.0.2.1", "192.0.2.2", "192.0.2.3"}
+    assert kdisco_threads() == []

@@ -24,7 +24,7 @@ from kubernetes.client import V1ConfigMap, V1ObjectMeta
 import kdisco
 from kdisco import WatchCachePolicy
 from kdisco._api import ApiStrategy, _kubeconfig_client
-from kdisco._watchcache import _shutdown
+from kdisco._watchcache import shutdown_response as _shutdown
 from lab.objects import Cluster, endpoint, port
 
 from .conftest import eventually, in_ci
@@ -205,7 +205,9 @@ def private_cluster(private_lab: Any) -> Iterator[Cluster]:
 def slice_informer(counted: Counted, ns: str) -> Any:
     cache = counted.strategy.watch_cache
     assert cache is not None
-    return next(t for t in cache.namespace(ns).threads if t.resource == "endpointslices")
+    namespace = cache.namespace(ns)
+    assert namespace is not None
+    return next(t for t in namespace.threads if t.resource == "endpointslices")
 
 
 def test_compaction_gives_410_and_a_re_list(private_lab: Any, private_cluster: Cluster) -> None:
