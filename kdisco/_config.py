@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -126,15 +127,23 @@ def pod_namespace(environ: Mapping[str, str], serviceaccount_dir: str | Path) ->
     ``namespace`` file), or None. Unlike ``detect_namespace`` this ignores
     ``KDISCO_NAMESPACE``: that picks which namespace to search, not where the pod runs,
     and the kubelet's variables describe only the pod's own namespace."""
+    found = _pod_namespace(environ, serviceaccount_dir)
+    return None if found is None else found[0]
+
+
+def _pod_namespace(
+    environ: Mapping[str, str], serviceaccount_dir: str | Path
+) -> tuple[str, str] | None:
+    """(namespace, where it came from) from POD_NAMESPACE or the service-account file."""
     value = environ.get("POD_NAMESPACE", "").strip()
     if value:
-        return _namespace(value, "POD_NAMESPACE")
+        return _namespace(value, "POD_NAMESPACE"), "POD_NAMESPACE"
     ns_file = Path(serviceaccount_dir) / "namespace"
     try:
         value = ns_file.read_text().strip()
     except OSError:
         return None
-    return _namespace(value, str(ns_file)) if value else None
+    return (_namespace(value, str(ns_file)), str(ns_file)) if value else None
 
 
 def detect_namespace(
@@ -148,17 +157,12 @@ def detect_namespace(
     The kubeconfig namespace is that of ``context`` when one is chosen (as with
     ``kubectl --context``), else of the current context.
     """
-    for var in ("KDISCO_NAMESPACE", "POD_NAMESPACE"):
-        value = environ.get(var, "").strip()
-        if value:
-            return _namespace(value, var), var
-    ns_file = Path(serviceaccount_dir) / "namespace"
-    try:
-        value = ns_file.read_text().strip()
-    except OSError:
-        value = ""
+    value = environ.get("KDISCO_NAMESPACE", "").strip()
     if value:
-        return _namespace(value, str(ns_file)), str(ns_file)
+        return _namespace(value, "KDISCO_NAMESPACE"), "KDISCO_NAMESPACE"
+    in_pod = _pod_namespace(environ, serviceaccount_dir)
+    if in_pod is not None:
+        return in_pod
     path = kubeconfig or environ.get("KUBECONFIG")
     if path is None and Path("~/.kube/config").expanduser().is_file():
         path = str(Path("~/.kube/config").expanduser())
@@ -183,7 +187,7 @@ def checked_cluster_domain(value: str, where: str) -> str:
         raise ConfigurationError(f"{where}: {exc}") from None
 
 
-def serviceaccount_dir(environ: Mapping[str, str], explicit: str | Path | None) -> Path:
+def serviceaccount_dir(environ: Mapping[str, str], explicit: str | os.PathLike[str] | None) -> Path:
     if explicit is not None:
         return Path(explicit)
     return Path(environ.get("KDISCO_SERVICEACCOUNT_DIR") or DEFAULT_SERVICEACCOUNT_DIR)

@@ -26,14 +26,16 @@ from ._config import (
     parse_strategy_list,
     parse_timeout,
     pod_namespace,
-    serviceaccount_dir,
+)
+from ._config import (
+    serviceaccount_dir as resolve_serviceaccount_dir,
 )
 from ._deadline import Clock, Deadline
 from ._dns import DnsStrategy, DnsTarget
 from ._env import EnvStrategy
 from ._exceptions import ConfigurationError, DiscoveryError
 from ._models import Resolution
-from ._names import parse_query
+from ._names import check_namespace, parse_query
 from ._static import StaticEntry, StaticStrategy
 from ._strategy import Strategy
 from ._watch import Callback, ErrorCallback, Watch
@@ -88,11 +90,12 @@ class Discoverer:
         self._api_watch = api_watch
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._watches_lock = threading.Lock()
-        sa_dir = _sa_dir(env, serviceaccount_dir)
+        # The argument shadows the helper's name, hence the alias.
+        sa_dir = resolve_serviceaccount_dir(env, serviceaccount_dir)
         kubeconfig = kubeconfig or env.get("KUBECONFIG") or None
 
         if namespace is not None:
-            self._namespace, self._namespace_source = _ns(namespace), "argument"
+            self._namespace, self._namespace_source = check_namespace(namespace), "argument"
         else:
             self._namespace, self._namespace_source = detect_namespace(
                 env, sa_dir, kubeconfig, context
@@ -312,16 +315,6 @@ class Discoverer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _sa_dir(env: Mapping[str, str], explicit: str | os.PathLike[str] | None) -> Path:
-    return serviceaccount_dir(env, None if explicit is None else Path(explicit))
-
-
-def _ns(value: str) -> str:
-    from ._names import check_namespace
-
-    return check_namespace(value)
 
 
 def _dns_strategy(
