@@ -305,7 +305,7 @@ class ApiStrategy:
                 limit=_SLICE_PAGE,
                 **extra,
             )
-            if page is None:  # namespace vanished between the two reads
+            if page is None:  # a 404 (a missing namespace lists as 200, empty)
                 return slices
             slices.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
