@@ -8,8 +8,7 @@ Cluster DNS first, then the kubelet's service variables, then the Kubernetes API
 typed endpoints; one error tree rooted at ``DiscoveryError``.
 """
 
-from ._cache import CachePolicy
-from ._chain import RetryPolicy
+from ._attempts import Attempt, Outcome
 from ._deadline import Deadline
 from ._discoverer import (
     Discoverer,
@@ -30,11 +29,14 @@ from ._exceptions import (
     ServiceNotFound,
     TransientError,
 )
-from ._models import Attempt, Endpoint, Outcome, Resolution, ServiceKind, ServicePort, ServiceRef
+from ._models import Endpoint, Freshness, Resolution, ServiceKind, ServicePort
 from ._names import Query
-from ._strategy import Miss, Strategy
+from ._notify import Notifier
+from ._policies import CachePolicy, RetryPolicy, WatchCachePolicy
+from ._service_ref import ServiceRef
+from ._settings import Settings
+from ._strategies.base import Miss, Strategy
 from ._watch import Watch
-from ._watchcache import WatchCachePolicy
 
 __version__ = "0.1.0.dev0"
 
@@ -49,9 +51,11 @@ __all__ = [
     "DiscoveryTimeout",
     "DiscoveryUnavailable",
     "Endpoint",
+    "Freshness",
     "InvalidServiceName",
     "Miss",
     "NoReadyEndpoints",
+    "Notifier",
     "Outcome",
     "PortNotFound",
     "Query",
@@ -61,6 +65,7 @@ __all__ = [
     "ServiceNotFound",
     "ServicePort",
     "ServiceRef",
+    "Settings",
     "Strategy",
     "TransientError",
     "Watch",

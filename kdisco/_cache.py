@@ -1,52 +1,28 @@
-"""The answer cache in front of the chain, with stale-if-error.
+"""The answer cache in front of the chain, with stale-if-error, bounded in size.
 
 A warm ``discover()`` is one dict lookup and one freshness check: discovery sits on
 the request path of the applications that use it, so the hit path is kept free of
-parsing, locking and allocation.
+parsing, locking and allocation. Writes take a lock; when the cache is full,
+expired answers are purged first and then the oldest ones go (insertion order, so
+the hit path never has to reorder anything).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Hashable
 
 import attrs
 
-from ._exceptions import ConfigurationError, DiscoveryTimeout, DiscoveryUnavailable
-from ._models import Resolution
+from ._exceptions import DiscoveryTimeout, DiscoveryUnavailable
+from ._models import Freshness, Resolution
+from ._policies import CachePolicy
 
 Clock = Callable[[], float]
 
-
-@attrs.frozen(kw_only=True)
-class CachePolicy:
-    """How ``Discoverer`` reuses answers.
-
-    DNS answers are kept for their TTL, clamped to ``[min_ttl, max_ttl]``; answers
-    from the API watch cache for as long as the watch says they hold; the kubelet's
-    variables (which never change) for ``max_ttl``. When a refresh fails for a reason
-    that is not an answer (timeouts, nothing reachable), the last good answer is
-    served with ``stale=True`` and its ``age`` for up to ``max_stale`` seconds after it
-    was fetched, and the failing refresh is retried at most every ``min_ttl`` seconds.
-    After that the error is raised. Answers are never served stale silently.
-    """
-
-    enabled: bool = True
-    min_ttl: float = 1.0
-    max_ttl: float = 30.0
-    max_stale: float = 300.0
-
-    def __attrs_post_init__(self) -> None:
-        for name in ("min_ttl", "max_ttl", "max_stale"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (value >= 0 and not math.isnan(value))
-            ):
-                raise ConfigurationError(f"CachePolicy.{name} must be a number >= 0, not {value!r}")
-        if self.min_ttl > self.max_ttl:
-            raise ConfigurationError("CachePolicy.min_ttl is larger than max_ttl")
+#: How often, at most, a write scans for expired answers even when not full.
+_PURGE_EVERY = 60.0
 
 
 @attrs.define(slots=True)
@@ -67,6 +43,8 @@ class AnswerCache:
         self.policy = policy
         self._clock = clock
         self._entries: dict[Hashable, _Entry] = {}
+        self._lock = threading.Lock()
+        self._next_purge = -math.inf
 
     def get(self, key: Hashable) -> Resolution | None:
         """The cached answer when still fresh; the hot path of a warm discover()."""
@@ -83,7 +61,8 @@ class AnswerCache:
     def put(self, key: Hashable, res: Resolution) -> None:
         if not self.policy.enabled:
             return
-        valid = res._valid
+        fresh = res.freshness
+        valid = None if fresh is None else fresh.valid
         if res.ttl is not None:
             # A TTL bounds the answer even when a validity check comes with it (an
             # ExternalName from DNS in front of a watched Service).
@@ -93,7 +72,29 @@ class AnswerCache:
             expires_at = math.inf
         else:
             return  # the source gave no way to know how long it holds
-        self._entries[key] = _Entry(res, expires_at, valid)
+        self._store(key, _Entry(res, expires_at, valid))
+
+    def _store(self, key: Hashable, entry: _Entry) -> None:
+        with self._lock:
+            self._entries.pop(key, None)  # re-inserted last: the newest
+            self._entries[key] = entry
+            now = self._clock()
+            if len(self._entries) > self.policy.max_entries or now >= self._next_purge:
+                self._purge(now)
+
+    def _purge(self, now: float) -> None:
+        # Caller holds the lock. Expired answers go first; while still over three
+        # quarters of the limit, the oldest go too, so a full cache purges rarely.
+        self._next_purge = now + _PURGE_EVERY
+        entries = self._entries
+        # An expired entry is kept while it could still be served stale.
+        horizon = now - self.policy.max_stale
+        for k in [k for k, e in entries.items() if _dead(e, now, horizon)]:
+            del entries[k]
+        limit = self.policy.max_entries
+        if len(entries) > limit:
+            for k in list(entries)[: len(entries) - (limit * 3) // 4]:
+                del entries[k]
 
     def stale_or_raise(self, key: Hashable, error: Exception) -> Resolution:
         """After a failed refresh: the last good answer marked stale, or ``error``."""
@@ -105,29 +106,38 @@ class AnswerCache:
             raise error
         if not isinstance(error, _STALE_OK):
             # An answer ("not found", "nothing ready", "denied"): the old one is void.
-            self._entries.pop(key, None)
+            with self._lock:
+                self._entries.pop(key, None)
             raise error
         now = self._clock()
         last = entry.resolution
-        if last.age > self.policy.max_stale:
-            self._entries.pop(key, None)
+        age = last.age
+        if age > self.policy.max_stale:
+            with self._lock:
+                self._entries.pop(key, None)
             raise error
         stale = attrs.evolve(
             last,
             stale=True,
             attempts=getattr(error, "attempts", ()),
             # Pin the age to the last confirmation: nothing confirms it any more.
-            fetched_at=now - last.age,
-            confirmed=None,
-            valid=None,
+            freshness=Freshness(clock=self._clock, fetched_at=now - age),
         )
         # Serve it without asking again for a little while: a dead backend must not
         # cost every caller a full deadline.
-        self._entries[key] = _Entry(stale, now + self.policy.min_ttl, None)
+        self._store(key, _Entry(stale, now + self.policy.min_ttl, None))
         return stale
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _dead(entry: _Entry, now: float, horizon: float) -> bool:
+    """Expired, and too old to be served stale either."""
+    if entry.expires_at > now and (entry.valid is None or entry.valid()):
+        return False
+    return entry.resolution.fetched_at < horizon or entry.expires_at <= horizon

@@ -1,6 +1,6 @@
 """The chain: try strategies in order under one deadline, retry what is transient.
 
-All decisions live in ``_ChainRun``, a state object with no I/O of its own; ``run_sync``
+All decisions live in ``ChainRun``, a state object with no I/O of its own; ``run_sync``
 is a thin loop around it. An async variant would be another thin loop (awaiting the
 strategy and ``asyncio.sleep``) over the same state object, so the logic is never
 copied. The chain knows strategies only by the ``Strategy`` contract.
@@ -8,13 +8,12 @@ copied. The chain knows strategies only by the ``Strategy`` contract.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
-import tenacity
 
+from ._attempts import Attempt, Outcome
 from ._deadline import Deadline
 from ._exceptions import (
     AccessDenied,
@@ -26,55 +25,46 @@ from ._exceptions import (
     ServiceNotFound,
     TransientError,
 )
-from ._models import Attempt, Outcome, Resolution, ServiceKind, ServiceRef
-from ._names import Query, parse_service_fqdn
-from ._strategy import Miss, Strategy
+from ._models import Freshness, Resolution, ServiceKind
+from ._names import Query, in_cluster_target
+from ._policies import RetryPolicy
+from ._service_ref import ServiceRef
+from ._strategies.base import Miss, Strategy
 
-Sleep = Callable[[float], None]
+if TYPE_CHECKING:
+    import tenacity
 
 #: How many ExternalName hops into the cluster are followed before giving up.
 MAX_EXTERNAL_NAME_HOPS = 5
 
 
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter for transient failures, inside the deadline."""
+def _retrying(policy: RetryPolicy, deadline: Deadline) -> tenacity.Retrying:
+    # Imported here, not at the top: processes whose every answer comes from a cache
+    # or a first-try success should not pay for loading tenacity at start-up.
+    import tenacity
 
-    initial: float = 0.05
-    maximum: float = 1.0
-    sleep: Sleep = time.sleep
-    rng: Callable[[], float] = random.random
+    def stop(state: tenacity.RetryCallState) -> bool:
+        # Never start a sleep that would end past the deadline: the next strategy
+        # in the chain is owed that time.
+        return deadline.remaining() <= state.upcoming_sleep
 
-    def wait_for(self, attempt_number: int) -> float:
-        # Full jitter (AWS architecture blog): spreads retries of many clients that
-        # failed together, which is the usual case when a DNS server or API blips.
-        # The exponent is capped: past ~1000 tries 2.0**n overflows a float.
-        ceiling = min(self.maximum, self.initial * 2.0 ** min(attempt_number - 1, 64))
-        return ceiling * self.rng()
-
-    def retrying(self, deadline: Deadline) -> tenacity.Retrying:
-        def stop(state: tenacity.RetryCallState) -> bool:
-            # Never start a sleep that would end past the deadline: the next strategy
-            # in the chain is owed that time.
-            return deadline.remaining() <= state.upcoming_sleep
-
-        return tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(TransientError),
-            wait=lambda state: self.wait_for(state.attempt_number),
-            stop=stop,
-            sleep=self.sleep,
-            reraise=True,
-        )
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TransientError),
+        wait=lambda state: policy.wait_for(state.attempt_number),
+        stop=stop,
+        sleep=policy.sleep,
+        reraise=True,
+    )
 
 
 @attrs.define
-class _Step:
+class Step:
     strategy: Strategy
     query: Query
     deadline: Deadline
 
 
-class _ChainRun:
+class ChainRun:
     """Everything one discovery decides, without doing any I/O."""
 
     def __init__(self, strategies: Sequence[Strategy], query: Query, deadline: Deadline) -> None:
@@ -94,7 +84,7 @@ class _ChainRun:
     def query(self) -> Query:
         return self._query
 
-    def next_step(self) -> _Step | None:
+    def next_step(self) -> Step | None:
         if self._answer is not None or self._index >= len(self._strategies):
             return None
         if self._deadline.expired():
@@ -115,9 +105,9 @@ class _ChainRun:
         # keeps a dead DNS server from starving env and api of their turn.
         share = self._deadline.remaining() / left
         strategy = self._strategies[self._index]
-        return _Step(strategy, self._query, self._deadline.slice(share))
+        return Step(strategy, self._query, self._deadline.slice(share))
 
-    def record_result(self, step: _Step, result: object, tries: int) -> None:
+    def record_result(self, step: Step, result: object, tries: int) -> None:
         self._index += 1
         if isinstance(result, Miss):
             self._attempts.append(
@@ -139,8 +129,14 @@ class _ChainRun:
                 tries,
             )
             return
-        if not result.fetched_at:
-            result = attrs.evolve(result, fetched_at=self._deadline.clock())
+        fresh = result.freshness
+        if fresh is None or fresh.fetched_at is None:
+            # Stamped with the chain's clock, the one the cache and watch read.
+            clock = self._deadline.clock
+            result = attrs.evolve(
+                result,
+                freshness=attrs.evolve(fresh or Freshness(), clock=clock, fetched_at=clock()),
+            )
         target = self._in_cluster_target(result)
         if target is None:
             self._answer = _combine(
@@ -171,7 +167,7 @@ class _ChainRun:
         self._query = attrs.evolve(self._query, service=target)
         self._index = 0
 
-    def record_error(self, step: _Step, error: BaseException, tries: int) -> None:
+    def record_error(self, step: Step, error: BaseException, tries: int) -> None:
         self._index += 1
         self._last_error = error
         if isinstance(error, AccessDenied):
@@ -195,12 +191,9 @@ class _ChainRun:
         raise error from self._last_error
 
     def _in_cluster_target(self, result: Resolution) -> ServiceRef | None:
-        if result.kind is not ServiceKind.EXTERNAL_NAME or not result.external_name:
+        if result.kind is not ServiceKind.EXTERNAL_NAME:
             return None
-        target = parse_service_fqdn(result.external_name)
-        if target is None or target.cluster_domain != result.service.cluster_domain:
-            return None
-        return target
+        return in_cluster_target(result.external_name, result.service.cluster_domain)
 
     def _final_error(self) -> BaseException:
         if isinstance(self._last_error, DiscoveryUnavailable):
@@ -254,26 +247,24 @@ def _combine(
     """The final answer; after ExternalName hops it holds only as long as every hop."""
     final = hops[-1]
     if len(hops) == 1:
-        return attrs.evolve(final, attempts=attempts, via=via, clock=clock)
+        return attrs.evolve(final, attempts=attempts, via=via)
+    freshness = [h.freshness or Freshness(clock=clock) for h in hops]
     # A hop with neither a TTL nor a validity check cannot be cached: neither can the
     # answer built on it.
-    if any(h.ttl is None and h._valid is None for h in hops):
+    if any(h.ttl is None and f.valid is None for h, f in zip(hops, freshness, strict=True)):
         ttl, valid = None, None
     else:
         ttls = [h.ttl for h in hops if h.ttl is not None]
         ttl = min(ttls) if ttls else None
-        checks = [h._valid for h in hops if h._valid is not None]
+        checks = [f.valid for f in freshness if f.valid is not None]
         valid = None if not checks else (lambda: all(c() for c in checks))
     return attrs.evolve(
         final,
         attempts=attempts,
         via=via,
         ttl=ttl,
-        valid=valid,
-        clock=clock,
         # The oldest knowledge among the hops, on the chain's clock.
-        fetched_at=min(h.fetched_at if h._confirmed is None else h._confirmed() for h in hops),
-        confirmed=None,
+        freshness=Freshness(clock=clock, fetched_at=min(f.since() for f in freshness), valid=valid),
     )
 
 
@@ -287,9 +278,9 @@ def run_sync(
     strategies: Sequence[Strategy], query: Query, deadline: Deadline, retry: RetryPolicy
 ) -> Resolution:
     """Drive one discovery to an answer or to the error that explains why there is none."""
-    run = _ChainRun(strategies, query, deadline)
+    run = ChainRun(strategies, query, deadline)
     while (step := run.next_step()) is not None:
-        retrying = retry.retrying(step.deadline)
+        retrying = _retrying(retry, step.deadline)
         try:
             result = retrying(step.strategy.lookup, step.query, step.deadline)
         except Exception as exc:

@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._config import parse_strategy_list
 from ._discoverer import Discoverer
 from ._exceptions import ConfigurationError, DiscoveryError, InvalidServiceName
 from ._models import Resolution, ServicePort
+from ._settings import parse_strategy_list
 
 EXIT_FOUND, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -25,7 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     resolve.add_argument("name", help="svc, svc.ns, svc.ns.svc.<domain>, optionally :port")
     resolve.add_argument("-n", "--namespace")
     resolve.add_argument("-p", "--port", help="port name or number")
-    resolve.add_argument("--strategies", help="comma list, in order: static,dns,env,api")
+    resolve.add_argument(
+        "--strategies",
+        help="comma list, in order: static,dns,env,api (and installed plugin strategies)",
+    )
     resolve.add_argument("--timeout", type=float, help="seconds for the whole lookup")
     resolve.add_argument("--dns-server", help="host:port of the cluster DNS server")
     resolve.add_argument("--cluster-domain")
@@ -87,10 +90,7 @@ def _human(res: Resolution) -> str:
     for a in res.attempts:
         lines.append(f"  before that, {a.describe()}")
     if res.ports:
-        declared = ", ".join(
-            (f"{p.name}={p.port}/{p.protocol}" if p.name else f"{p.port}/{p.protocol}")
-            for p in res.ports
-        )
+        declared = ", ".join(f"{p.label}/{p.protocol}" for p in res.ports)
         lines.append(f"  ports: {declared}")
     for ep in res.endpoints:
         extras = [

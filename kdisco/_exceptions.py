@@ -21,10 +21,8 @@ chain for a retry, and it only ever reaches users as the cause recorded in an at
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._models import Attempt, ServiceRef
+from ._attempts import Attempt
+from ._service_ref import ServiceRef
 
 
 class DiscoveryError(Exception):

@@ -1,15 +1,28 @@
-"""Frozen value objects: what a discovery asks for and what it returns."""
+"""Frozen value objects: what a discovery returns.
+
+``Resolution`` and ``Endpoint`` are plain values: equality, hashing, ``pickle`` and
+``copy`` look at their data only. How long an answer holds and how old it is (which
+depends on a clock and, for watched sources, on live state) is bookkeeping the
+answer cache and ``kdisco.watch()`` need; it rides along in a ``Freshness`` that is
+excluded from equality and not pickled.
+"""
 
 from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import attrs
 
+from ._attempts import Attempt
 from ._exceptions import NoReadyEndpoints
+from ._service_ref import ServiceRef
+
+Clock = Callable[[], float]
 
 #: Port names and appProtocols that are URI schemes in their own right, so that
 #: ``Resolution.url()`` can default the scheme without guessing from arbitrary names.
@@ -27,36 +40,6 @@ class ServiceKind(enum.Enum):
     UNKNOWN = "Unknown"
 
 
-class Outcome(enum.Enum):
-    """How one strategy's turn in the chain ended."""
-
-    ANSWERED = "answered"
-    NOT_FOUND = "not found"
-    NOT_APPLICABLE = "not applicable"
-    NO_SUCH_PORT = "no such port"
-    NO_READY_ENDPOINTS = "no ready endpoints"
-    DENIED = "access denied"
-    TIMED_OUT = "timed out"
-    FAILED = "failed"
-
-
-@attrs.frozen(kw_only=True)
-class ServiceRef:
-    """Which Service: name, namespace and cluster domain."""
-
-    name: str
-    namespace: str
-    cluster_domain: str = "cluster.local"
-
-    @property
-    def fqdn(self) -> str:
-        """The fully-qualified DNS name, with the trailing dot (no search-list walk)."""
-        return f"{self.name}.{self.namespace}.svc.{self.cluster_domain}."
-
-    def __str__(self) -> str:
-        return f"{self.name}.{self.namespace}"
-
-
 @attrs.frozen(kw_only=True)
 class ServicePort:
     """A port the Service declares."""
@@ -65,6 +48,33 @@ class ServicePort:
     name: str | None = None
     protocol: str = "TCP"
     app_protocol: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``name=port``, or the bare number for an unnamed port (as messages show it)."""
+        return f"{self.name}={self.port}" if self.name else str(self.port)
+
+
+def choose_port(
+    ports: tuple[ServicePort, ...], wanted: int | str | None
+) -> tuple[ServicePort | None, bool]:
+    """The declared port a query asks for: ``(chosen, ok)``.
+
+    No port asked: the first declared one (None when there is none), and ok. A name
+    matches the port's name, a number its number. ``ok`` is False when a port was asked
+    for and none matches.
+    """
+    if wanted is None:
+        return (ports[0] if ports else None), True
+    for p in ports:
+        if p.name == wanted or p.port == wanted:
+            return p, True
+    return None, False
+
+
+def port_labels(ports: tuple[ServicePort, ...]) -> str:
+    """The declared ports for a message: ``http=80, 9090`` (or ``none``)."""
+    return ", ".join(p.label for p in ports) or "none"
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -101,17 +111,38 @@ class Endpoint:
 
 
 @attrs.frozen(kw_only=True)
-class Attempt:
-    """One strategy's turn: what it concluded and why."""
+class Freshness:
+    """When an answer was obtained, and how its source says it stays current.
 
-    strategy: str
-    outcome: Outcome
-    reason: str
-    tries: int = 1
+    ``valid`` is set by sources that push changes (the API watch cache, a static map
+    that can be edited): True while the answer still reflects the source, so caches
+    can keep it without a TTL. ``confirmed`` goes with it: when the source last
+    confirmed the data (a watch confirms it continuously), so ``age`` tells how old
+    the knowledge is, not the object.
+    """
 
-    def describe(self) -> str:
-        retried = f", {self.tries} tries" if self.tries > 1 else ""
-        return f"{self.strategy}: {self.outcome.value} ({self.reason}{retried})"
+    clock: Clock = time.monotonic
+    #: None until the chain stamps it with its clock, as the answer arrives.
+    fetched_at: float | None = None
+    valid: Callable[[], bool] | None = None
+    confirmed: Callable[[], float] | None = None
+
+    def since(self) -> float:
+        if self.confirmed is not None:
+            return self.confirmed()
+        return self.clock() if self.fetched_at is None else self.fetched_at
+
+    def age(self) -> float:
+        return max(0.0, self.clock() - self.since())
+
+    def current(self) -> bool:
+        return self.valid is None or self.valid()
+
+
+def _restore(fields: dict[str, Any], age: float) -> Resolution:
+    # A copy in another process knows how old the data was, not what vouched for it.
+    now = time.monotonic()
+    return Resolution(**fields, freshness=Freshness(clock=time.monotonic, fetched_at=now - age))
 
 
 @attrs.frozen(kw_only=True)
@@ -140,28 +171,41 @@ class Resolution:
     #: True when a refresh failed and this is the last good answer, served within the
     #: Discoverer's maximum staleness; ``attempts`` then says why the refresh failed.
     stale: bool = False
-    #: When the data was obtained, on ``clock`` (``time.monotonic`` unless injected).
-    fetched_at: float = attrs.field(default=0.0, eq=False)
-    _clock: Callable[[], float] = attrs.field(
-        default=time.monotonic, eq=False, repr=False, alias="clock"
+    #: Bookkeeping, not data: left out of equality, hashing, repr and pickling.
+    _freshness: Freshness | None = attrs.field(
+        default=None, eq=False, repr=False, alias="freshness"
     )
-    # Set by sources that push changes (the API watch cache): True while the answer
-    # still reflects the source, so caches can keep it without a TTL.
-    _valid: Callable[[], bool] | None = attrs.field(
-        default=None, eq=False, repr=False, alias="valid"
-    )
-    # Set with ``valid``: when the source last confirmed the data (a watch confirms
-    # it continuously), so ``age`` says how old the knowledge is, not the object.
-    _confirmed: Callable[[], float] | None = attrs.field(
-        default=None, eq=False, repr=False, alias="confirmed"
-    )
+
+    @property
+    def freshness(self) -> Freshness | None:
+        return self._freshness
+
+    @property
+    def fetched_at(self) -> float:
+        """When the data was obtained, on the clock it was obtained with."""
+        fresh = self._freshness
+        return 0.0 if fresh is None or fresh.fetched_at is None else fresh.fetched_at
 
     @property
     def age(self) -> float:
         """Seconds since the source last confirmed the data (for a stale answer: since
         the last good one was fetched)."""
-        since = self.fetched_at if self._confirmed is None else self._confirmed()
-        return max(0.0, self._clock() - since)
+        return 0.0 if self._freshness is None else self._freshness.age()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = {
+            (a.alias or a.name): getattr(self, a.name)
+            for a in attrs.fields(Resolution)
+            if a.name != "_freshness"
+        }
+        age = self.age
+        return (_restore, (fields, age if math.isfinite(age) else 0.0))
+
+    def __copy__(self) -> Resolution:
+        return self  # immutable: a copy is the same value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Resolution:
+        return self
 
     def __iter__(self) -> Iterator[Endpoint]:
         return iter(self.endpoints)

@@ -7,7 +7,7 @@ import re
 import attrs
 
 from ._exceptions import InvalidServiceName
-from ._models import ServiceRef
+from ._service_ref import ServiceRef
 
 # Service names are RFC 1035 labels (must start with a letter); namespaces and
 # cluster-domain labels are RFC 1123 labels (may start with a digit). Both are what
@@ -206,3 +206,17 @@ def parse_service_fqdn(target: str) -> ServiceRef | None:
     if not (_DNS1035.fullmatch(labels[0]) and _DNS1123.fullmatch(labels[1])):
         return None
     return ServiceRef(name=labels[0], namespace=labels[1], cluster_domain=".".join(labels[3:]))
+
+
+def in_cluster_target(external_name: str | None, cluster_domain: str) -> ServiceRef | None:
+    """The Service an ExternalName aliases when it points back into this cluster.
+
+    ``svc.ns.svc.<zone>`` with the cluster's own zone names a Service the chain can
+    follow; anything else (a name outside the cluster) is the answer itself.
+    """
+    if not external_name:
+        return None
+    target = parse_service_fqdn(external_name)
+    if target is None or target.cluster_domain != cluster_domain:
+        return None
+    return target

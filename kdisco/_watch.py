@@ -2,9 +2,10 @@
 
 The watch re-asks its ``Discoverer`` only when the last answer may be out of date:
 
-- an answer from the API watch cache carries a validity check; the cache announces
-  every change it applies (``_watchcache.changes``), so the watch wakes at once and
-  re-asks when its answer stopped being valid;
+- an answer from the API watch cache carries a validity check; the cache publishes
+  every change it applies to the ``Discoverer``'s ``Notifier``, and the watch,
+  subscribed to the Services its answer came from, wakes at once and re-asks when
+  its answer stopped being valid;
 - a DNS answer is re-asked when its TTL (clamped by ``CachePolicy``) runs out;
 - an answer with neither (the kubelet's variables, an API answer read directly while
   the watch cache was not synced) every ``max_ttl`` seconds or on the next API change;
@@ -23,18 +24,15 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import attrs
 
-from ._config import parse_timeout
+from ._deadline import Clock
 from ._exceptions import DiscoveryError, NoReadyEndpoints, ServiceNotFound
-from ._models import Resolution, ServiceKind
-from ._names import parse_query
-from ._watchcache import changes
-
-if TYPE_CHECKING:
-    from ._discoverer import Discoverer
+from ._models import Freshness, Resolution, ServiceKind
+from ._names import Query
+from ._notify import Key, Notifier
+from ._policies import CachePolicy
 
 log = logging.getLogger("kdisco")
 
@@ -51,40 +49,29 @@ class Watch:
 
     Without ``callback`` it is an iterator that runs in the caller's thread (breaking
     out of the loop is enough to end it). With ``callback`` a background thread calls
-    it for each change until ``stop()`` or ``Discoverer.close()``.
+    it for each change until ``stop()`` or ``Discoverer.close()``. Made by
+    ``Discoverer.watch()`` and ``kdisco.watch()``.
     """
 
     def __init__(
         self,
-        discoverer: Discoverer,
-        name: str,
+        query: Query,
+        resolve: Callable[[], Resolution],
         *,
-        namespace: str | None = None,
-        port: int | str | None = None,
-        include_not_ready: bool = False,
-        timeout: float | None = None,
+        notifier: Notifier,
+        policy: CachePolicy,
+        clock: Clock,
         callback: Callback | None = None,
         on_error: ErrorCallback | None = None,
     ) -> None:
-        self._discoverer = discoverer
-        self._name = name
-        self._namespace = namespace
-        self._port = port
-        self._include_not_ready = include_not_ready
-        # Checked here like the name: a bad timeout would otherwise fail every re-ask.
-        self._timeout = None if timeout is None else parse_timeout(timeout)
-        # Bad names fail here, in the caller's thread, not later in a callback thread.
-        self._query = parse_query(
-            name,
-            namespace=namespace,
-            default_namespace=discoverer.namespace,
-            cluster_domain=discoverer.cluster_domain,
-            port=port,
-            include_not_ready=include_not_ready,
-        )
+        self._query = query
+        self._resolve_now = resolve
+        self._policy = policy
+        self._clock = clock
         self._on_error = on_error if on_error is not None else _log_error
         self._callback = callback
         self._stopping = threading.Event()
+        self._subscription = notifier.subscribe(self._keys(None))
         self._basis: Resolution | DiscoveryError | None = None
         self._started = False
         self._last: Resolution | None = None
@@ -111,8 +98,8 @@ class Watch:
     def stop(self, timeout: float | None = 5.0) -> None:
         """End the watch; a blocked ``next()`` returns (StopIteration) at once."""
         self._stopping.set()
-        with changes:
-            changes.notify_all()
+        self._subscription.wake()
+        self._subscription.close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -140,12 +127,24 @@ class Watch:
             self._started = True
             found = self._resolve()
             self._basis = found
+            if not self._stopping.is_set():
+                self._subscription.follow(self._keys(found))
             emitted = self._as_answer(found)
             if emitted is not None and self._changed(emitted):
                 self._last = emitted
                 return emitted
 
     # -- internals -------------------------------------------------------------------
+
+    def _keys(self, found: Resolution | DiscoveryError | None) -> set[Key]:
+        """The Services whose changes can change the answer: the one asked for, and
+        every ExternalName alias it went through."""
+        service = self._query.service
+        keys: set[Key] = {(service.namespace, service.name)}
+        if isinstance(found, Resolution):
+            for ref in (found.service, *found.via):
+                keys.add((ref.namespace, ref.name))
+        return keys
 
     def _run(self) -> None:
         assert self._callback is not None
@@ -157,13 +156,7 @@ class Watch:
 
     def _resolve(self) -> Resolution | DiscoveryError:
         try:
-            return self._discoverer.discover(
-                self._name,
-                namespace=self._namespace,
-                port=self._port,
-                timeout=self._timeout,
-                include_not_ready=self._include_not_ready,
-            )
+            return self._resolve_now()
         except DiscoveryError as exc:
             return exc
 
@@ -172,7 +165,7 @@ class Watch:
             return found
         if isinstance(found, NoReadyEndpoints | ServiceNotFound):
             last = self._last
-            clock = self._discoverer.clock
+            now = Freshness(clock=self._clock, fetched_at=self._clock())
             if last is not None and isinstance(found, NoReadyEndpoints):
                 return attrs.evolve(
                     last,
@@ -180,8 +173,7 @@ class Watch:
                     attempts=found.attempts,
                     stale=False,
                     ttl=None,
-                    valid=None,
-                    fetched_at=clock(),
+                    freshness=now,
                 )
             gone = last is None or isinstance(found, ServiceNotFound)
             return Resolution(
@@ -190,8 +182,7 @@ class Watch:
                 endpoints=(),
                 source=found.attempts[-1].strategy if found.attempts else "",
                 attempts=found.attempts,
-                fetched_at=clock(),
-                clock=clock,
+                freshness=now,
             )
         try:
             self._on_error(found)
@@ -220,36 +211,30 @@ class Watch:
     def _wait(self) -> None:
         """Block until the basis of the last answer may be out of date (or stop)."""
         basis = self._basis
-        policy = self._discoverer.cache_policy
-        clock = self._discoverer.clock
+        policy = self._policy
         stopping = self._stopping
-        if isinstance(basis, Resolution) and not basis.stale and basis._valid is not None:
-            valid = basis._valid
-            # API answers are announced on ``changes``; other validity checks (a static
-            # file) are polled every min_ttl.
-            while not stopping.is_set():
-                with changes:
-                    if changes.wait_for(
-                        lambda: stopping.is_set() or not valid(), max(policy.min_ttl, 0.01)
-                    ):
-                        return
+        wait = self._subscription.wait
+        fresh = None if not isinstance(basis, Resolution) else basis.freshness
+        if isinstance(basis, Resolution) and not basis.stale and fresh and fresh.valid:
+            valid = fresh.valid
+            # Sources that push changes publish them, which wakes this at once; a
+            # validity check nobody publishes for (a static map) is polled every min_ttl.
+            while not stopping.is_set() and valid():
+                wait(max(policy.min_ttl, 0.01))
             return
         if isinstance(basis, Resolution) and not basis.stale and basis.ttl is not None:
             ttl = min(max(basis.ttl, policy.min_ttl), policy.max_ttl)
             until = basis.fetched_at + ttl
-        else:
-            # An answer with neither (the kubelet's variables, or an API answer read
-            # directly while the watch cache was not synced): every max_ttl, or as soon
-            # as the API cache changes or syncs again. Stale, or failed: the same, but
-            # every min_ttl.
-            fresh = isinstance(basis, Resolution) and not basis.stale
-            with changes:
-                if not stopping.is_set():
-                    changes.wait(policy.max_ttl if fresh else policy.min_ttl)
+            while not stopping.is_set():
+                left = until - self._clock()
+                if left <= 0:
+                    return
+                wait(left)
             return
-        while not stopping.is_set():
-            left = until - clock()
-            if left <= 0:
-                return
-            with changes:
-                changes.wait_for(stopping.is_set, left)
+        # An answer with neither (the kubelet's variables, or an API answer read
+        # directly while the watch cache was not synced): every max_ttl, or as soon as
+        # its Service changes or the API cache syncs again. Stale, or failed: the
+        # same, but every min_ttl.
+        ok = isinstance(basis, Resolution) and not basis.stale
+        if not stopping.is_set():
+            wait(policy.max_ttl if ok else policy.min_ttl)

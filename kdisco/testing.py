@@ -10,7 +10,9 @@
 import collections.abc as _abc
 import contextlib as _contextlib
 
-from . import _discoverer, _static, _strategy
+from . import _discoverer
+from ._strategies import base as _base
+from ._strategies import static as _static
 
 __all__ = ["FakeResolver", "override"]
 
@@ -43,13 +45,17 @@ class FakeResolver(_static.StaticStrategy):
 
 @_contextlib.contextmanager
 def override(
-    resolver: _strategy.Strategy, *, namespace: str = "default", timeout: float = 5.0
+    resolver: _base.Strategy, *, namespace: str = "default", timeout: float = 5.0
 ) -> _abc.Iterator[_discoverer.Discoverer]:
     """Inside the ``with`` block, ``kdisco.discover()`` answers from ``resolver`` only.
 
     ``resolver`` is usually a ``FakeResolver``, but any strategy will do. Nothing else
     is consulted (no DNS, no environment, no API), so tests are hermetic whatever
     machine they run on. Yields the Discoverer in use.
+
+    The override holds in the current context: this thread, and asyncio tasks
+    started inside the block. Threads and tasks elsewhere keep their own, so tests
+    running concurrently never see each other's fakes.
     """
     discoverer = _discoverer.Discoverer(
         strategies=[resolver],

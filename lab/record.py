@@ -37,7 +37,7 @@ NAMESPACE = "recorded"
 CLUSTER_DOMAIN = "cluster.local"
 #: What the timestamps in recordings are set to.
 FIXED_TIME = "2025-01-01T00:00:00Z"
-#: kdisco lists a Service's slices with this label and page size (kdisco/_api.py).
+#: kdisco lists a Service's slices with this label and page size (kdisco/_strategies/api.py).
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SLICE_PAGE = 500
 OUT_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "api" / "recorded"
@@ -491,11 +491,11 @@ class _Recorder:
         return rec
 
     def service(self, file: str, namespace: str, name: str) -> Recording:
-        # As kdisco/_api.py ApiStrategy._read_service.
+        # As kdisco/_strategies/api.py ApiStrategy._direct.
         return self._record(file, self.core.read_namespaced_service, name=name, namespace=namespace)
 
     def slices(self, file: str, namespace: str, service: str) -> Recording:
-        # As kdisco/_api.py ApiStrategy._list_slices (first page).
+        # As kdisco/_strategies/api.py _list_slices (first page).
         return self._record(
             file,
             self.discovery.list_namespaced_endpoint_slice,

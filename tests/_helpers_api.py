@@ -19,9 +19,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
-from kubernetes import client as k8s
 
-from kdisco._api import _finish
+from kdisco import Query, Resolution, ServicePort
+from kdisco._k8s.client import KubeClient
+from kdisco._k8s.objects import ServiceInfo, SliceInfo, resolve_info
+from kdisco._k8s.objects import merge_slices as merge_slice_infos
+from kdisco._strategies.base import Miss
 
 DATA = Path(__file__).parent / "data" / "api"
 
@@ -248,9 +251,26 @@ def fake_apiserver() -> Iterator[FakeApiServer]:
         server.stop()
 
 
-def client_for(url: str) -> Any:
-    """A real ApiClient aimed at ``url``, built the way kdisco builds its own."""
-    return _finish(k8s.Configuration(host=url))
+def client_for(url: str) -> KubeClient:
+    """kdisco's own API client aimed at ``url`` (plain HTTP, no credentials)."""
+    return KubeClient.for_url(url)
+
+
+def resolve_service(
+    query: Query, svc: Json, list_slices: Callable[[], list[Json]]
+) -> Resolution | Miss:
+    """The api strategy's answer for a Service and its slices given as API JSON."""
+    info = ServiceInfo.from_json(svc)
+    prefer = info.slice_port_name(query.port)
+    return resolve_info(
+        query, info, lambda: [SliceInfo.from_json(s, prefer) for s in list_slices()]
+    )
+
+
+def merge_slices(slices: list[Json], chosen: ServicePort | None) -> tuple[Any, ...]:
+    """``merge_slices`` over EndpointSlices given as API JSON."""
+    prefer = (chosen.name or "") if chosen else None
+    return merge_slice_infos([SliceInfo.from_json(s, prefer) for s in slices], chosen)
 
 
 # -- a namespace served as list + watch, for the watch cache ------------------------------

@@ -37,15 +37,10 @@ from kdisco import (
     ServiceRef,
     TransientError,
 )
-from kdisco._api import (
-    ApiStrategy,
-    _in_cluster_client,
-    _TokenFile,
-    merge_slices,
-    resolve_service,
-    service_ports,
-)
 from kdisco._chain import run_sync
+from kdisco._k8s.client import KubeClient, TokenFile
+from kdisco._k8s.objects import service_ports
+from kdisco._strategies.api import ApiStrategy
 from tests._helpers_api import (
     FakeApiServer,
     Json,
@@ -53,6 +48,8 @@ from tests._helpers_api import (
     client_for,
     fake_apiserver,
     load,
+    merge_slices,
+    resolve_service,
     service_path,
     slice_items,
     slices_path,
@@ -772,7 +769,7 @@ IN_CLUSTER_ENV = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PO
 
 def test_token_file_rereads_after_kubelet_rotation(tmp_path: Path) -> None:
     sa = serviceaccount(tmp_path, "token-one")
-    token = _TokenFile(sa / "token")
+    token = TokenFile(sa / "token")
     assert token.current() == "token-one"
     rotate(sa, "token-two", "..2025_05_14_13_00_00.2")
     assert token.current() == "token-two"
@@ -781,7 +778,7 @@ def test_token_file_rereads_after_kubelet_rotation(tmp_path: Path) -> None:
 def test_token_file_rereads_after_in_place_rewrite(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text("short\n")
-    token = _TokenFile(path)
+    token = TokenFile(path)
     assert token.current() == "short"
     path.write_text("a-longer-token\n")
     assert token.current() == "a-longer-token"
@@ -790,7 +787,7 @@ def test_token_file_rereads_after_in_place_rewrite(tmp_path: Path) -> None:
 def test_token_file_is_cached_while_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text("aaaa")
-    token = _TokenFile(path)
+    token = TokenFile(path)
     assert token.current() == "aaaa"
     before = path.stat()
     path.write_text("bbbb")
@@ -801,34 +798,27 @@ def test_token_file_is_cached_while_unchanged(tmp_path: Path) -> None:
 
 def test_token_file_missing_or_empty_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot read token file"):
-        _TokenFile(tmp_path / "absent").current()
+        TokenFile(tmp_path / "absent").current()
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ConfigurationError, match="is empty"):
-        _TokenFile(tmp_path / "empty").current()
+        TokenFile(tmp_path / "empty").current()
 
 
 def test_in_cluster_client_configuration(tmp_path: Path) -> None:
     sa = serviceaccount(tmp_path, "token-one")
-    api_client = _in_cluster_client(sa, IN_CLUSTER_ENV)
+    api_client = KubeClient.in_cluster(sa, IN_CLUSTER_ENV)
     try:
-        cfg = api_client.configuration
-        assert cfg.host == "https://10.96.0.1:443"
-        assert cfg.ssl_ca_cert == str(sa / "ca.crt")
-        assert cfg.retries == 0
-        assert cfg.get_api_key_with_prefix("BearerToken") == "Bearer token-one"
-        rotate(sa, "token-two", "..2025_05_14_13_00_00.2")
-        # The refresh hook runs on every request's auth lookup.
-        assert cfg.get_api_key_with_prefix("BearerToken") == "Bearer token-two"
-        assert cfg.auth_settings()["BearerToken"]["value"] == "Bearer token-two"
+        assert api_client.base_url == "https://10.96.0.1:443"
+        assert api_client.describe == "in-cluster"
     finally:
         api_client.close()
 
 
 def test_in_cluster_client_brackets_ipv6_and_defaults_the_port(tmp_path: Path) -> None:
     sa = serviceaccount(tmp_path, "t")
-    api_client = _in_cluster_client(sa, {"KUBERNETES_SERVICE_HOST": "fd00:10:96::1"})
+    api_client = KubeClient.in_cluster(sa, {"KUBERNETES_SERVICE_HOST": "fd00:10:96::1"})
     try:
-        assert api_client.configuration.host == "https://[fd00:10:96::1]:443"
+        assert api_client.base_url == "https://[fd00:10:96::1]:443"
     finally:
         api_client.close()
 
@@ -838,7 +828,7 @@ def test_in_cluster_client_without_ca_is_a_configuration_error(tmp_path: Path) -
     sa.mkdir()
     (sa / "token").write_text("t")
     with pytest.raises(ConfigurationError, match=r"ca\.crt"):
-        _in_cluster_client(sa, IN_CLUSTER_ENV)
+        KubeClient.in_cluster(sa, IN_CLUSTER_ENV)
 
 
 def test_in_cluster_mode_sends_the_current_token(api: FakeApiServer, tmp_path: Path) -> None:
@@ -848,8 +838,8 @@ def test_in_cluster_mode_sends_the_current_token(api: FakeApiServer, tmp_path: P
     def factory() -> Any:
         # The real in-cluster client, re-aimed at the plain-HTTP test server: the
         # apiserver address in the environment is data only, never contacted.
-        api_client = _in_cluster_client(sa, IN_CLUSTER_ENV)
-        api_client.configuration.host = api.url
+        api_client = KubeClient.in_cluster(sa, IN_CLUSTER_ENV)
+        api_client.base_url = api.url
         return api_client
 
     strategy = ApiStrategy(client_factory=factory)
@@ -873,8 +863,10 @@ def test_mode_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     empty = tmp_path / "empty"
     empty.mkdir()
     assert ApiStrategy(serviceaccount_dir=empty, environ=IN_CLUSTER_ENV).mode == "none"
-    assert ApiStrategy(serviceaccount_dir=empty, environ={"KUBECONFIG": "/x"}).mode == "kubeconfig"
-    assert ApiStrategy(client_factory=lambda: None).mode == "injected client"
+    assert ApiStrategy(serviceaccount_dir=empty, kubeconfig=["/x"]).mode == "kubeconfig"
+    assert ApiStrategy(client_factory=lambda: client_for("http://127.0.0.1:1")).mode == (
+        "injected client"
+    )
 
 
 def test_no_credentials_is_not_applicable_without_io(
@@ -922,7 +914,7 @@ def test_kubeconfig_mode_leaves_the_global_default_alone(
     kubeconfig = tmp_path / "config"
     write_kubeconfig(kubeconfig, api.url, "kubeconfig-token")
     api.serve_service(load("service-clusterip.json"))
-    strategy = ApiStrategy(kubeconfig=str(kubeconfig), environ={})
+    strategy = ApiStrategy(kubeconfig=[str(kubeconfig)], environ={})
     assert strategy.mode == "kubeconfig"
     try:
         res = answer(strategy.lookup(query("payments", "billing"), deadline()))
@@ -936,7 +928,7 @@ def test_kubeconfig_mode_leaves_the_global_default_alone(
 def test_in_cluster_mode_leaves_the_global_default_alone(tmp_path: Path) -> None:
     before = default_configuration_state()
     sa = serviceaccount(tmp_path, "t")
-    _in_cluster_client(sa, IN_CLUSTER_ENV).close()
+    KubeClient.in_cluster(sa, IN_CLUSTER_ENV).close()
     assert default_configuration_state() == before
     assert k8s.Configuration.get_default_copy().api_key == {}
 
@@ -944,7 +936,7 @@ def test_in_cluster_mode_leaves_the_global_default_alone(tmp_path: Path) -> None
 def test_bad_kubeconfig_is_a_configuration_error(tmp_path: Path) -> None:
     bad = tmp_path / "config"
     bad.write_text("not: [a kubeconfig")
-    strategy = ApiStrategy(kubeconfig=str(bad), environ={})
+    strategy = ApiStrategy(kubeconfig=[str(bad)], environ={})
     with pytest.raises(ConfigurationError, match="cannot load kubeconfig"):
         strategy.lookup(query("payments", "billing"), deadline())
 

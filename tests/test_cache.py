@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import attrs
 import pytest
 
 import kdisco
-from kdisco import CachePolicy, Endpoint, Miss, Outcome, Resolution, ServiceKind
+from kdisco import CachePolicy, Endpoint, Freshness, Miss, Outcome, Resolution, ServiceKind
 from kdisco.testing import FakeResolver
 
 from ._helpers_chain import FakeClock, Scripted
 
 
-def answer(ttl: float | None = 5.0, host: str = "192.0.2.1", **kw: object) -> object:
+def answer(
+    ttl: float | None = 5.0,
+    host: str = "192.0.2.1",
+    *,
+    valid: Callable[[], bool] | None = None,
+    confirmed: Callable[[], float] | None = None,
+) -> object:
     def step(query: kdisco.Query, deadline: kdisco.Deadline) -> Resolution:
         return Resolution(
             service=query.service,
@@ -22,7 +29,7 @@ def answer(ttl: float | None = 5.0, host: str = "192.0.2.1", **kw: object) -> ob
             endpoints=(Endpoint(host=host, port=80),),
             source="fake-dns",
             ttl=ttl,
-            **kw,  # type: ignore[arg-type]
+            freshness=Freshness(valid=valid, confirmed=confirmed),
         )
 
     return step
@@ -260,8 +267,8 @@ def test_unhashable_name_still_gets_the_validation_error() -> None:
         d.discover(["web"])  # type: ignore[arg-type]
 
 
-def test_evolve_keeps_private_fields() -> None:
-    # attrs.evolve must carry the private clock/validity through (the chain uses it).
+def test_evolve_keeps_the_freshness() -> None:
+    # attrs.evolve must carry the clock/validity through (the chain and cache use it).
     def valid() -> bool:
         return True
 
@@ -273,12 +280,11 @@ def test_evolve_keeps_private_fields() -> None:
         kind=ServiceKind.UNKNOWN,
         endpoints=(),
         source="x",
-        valid=valid,
-        clock=clock,
-        fetched_at=40.0,
+        freshness=Freshness(valid=valid, clock=clock, fetched_at=40.0),
     )
     evolved = attrs.evolve(res, stale=True)
-    assert evolved._valid is valid
+    assert evolved.freshness is not None
+    assert evolved.freshness.valid is valid
     assert evolved.age == 2.0
 
 

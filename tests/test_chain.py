@@ -25,11 +25,11 @@ from kdisco import (
     ServiceKind,
     ServiceNotFound,
     ServiceRef,
+    Strategy,
     TransientError,
 )
-from kdisco._chain import MAX_EXTERNAL_NAME_HOPS, _ChainRun, run_sync
+from kdisco._chain import MAX_EXTERNAL_NAME_HOPS, ChainRun, run_sync
 from kdisco._names import parse_query
-from kdisco._strategy import Strategy
 from tests._helpers_chain import FakeClock, Scripted, answer_for, burn, by_service, names
 
 QUERY = parse_query(
@@ -337,7 +337,7 @@ def test_deadline_gone_before_a_turn_is_timed_out_with_no_tries(clock: FakeClock
 
 def test_chain_run_hands_out_equal_shares(clock: FakeClock) -> None:
     strategies: list[Strategy] = [Scripted(n, NOT_FOUND) for n in ("a", "b", "c", "d")]
-    run_state = _ChainRun(strategies, QUERY, Deadline(4.0, clock=clock))
+    run_state = ChainRun(strategies, QUERY, Deadline(4.0, clock=clock))
     step = run_state.next_step()
     assert step is not None
     assert step.strategy is strategies[0]

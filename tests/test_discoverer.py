@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client as k8s
+import urllib3
 
 import kdisco
 from kdisco import (
@@ -31,12 +31,14 @@ from kdisco import (
     Resolution,
     ServiceNotFound,
 )
-from kdisco._api import ApiStrategy
-from kdisco._dns import DnsStrategy, DnsTarget
-from kdisco._env import EnvStrategy
-from kdisco._static import StaticStrategy
+from kdisco._k8s.client import KubeClient
+from kdisco._settings import DnsTarget
+from kdisco._strategies.api import ApiStrategy
+from kdisco._strategies.dns import DnsStrategy
+from kdisco._strategies.env import EnvStrategy
+from kdisco._strategies.static import StaticStrategy
 from kdisco.testing import FakeResolver
-from tests._helpers_api import client_for, fake_apiserver, load
+from tests._helpers_api import fake_apiserver, load
 
 POD_RESOLV = """\
 search billing.svc.corp.example svc.corp.example corp.example eu-west-1.compute.internal
@@ -414,17 +416,16 @@ def test_api_strategy_uses_in_cluster_credentials_from_the_serviceaccount_dir(
     assert api.mode == "in-cluster"
 
 
-class SpyClient(k8s.ApiClient):
+class SpyClient(KubeClient):
     closed = 0
 
     def close(self) -> None:
         SpyClient.closed += 1
-        super().close()  # type: ignore[no-untyped-call]
+        super().close()
 
 
-def spy_factory(url: str) -> Any:
-    base = client_for(url)
-    return SpyClient(configuration=base.configuration)
+def spy_factory(url: str) -> KubeClient:
+    return SpyClient(url, urllib3.PoolManager(retries=False))
 
 
 def test_close_and_context_manager_close_api_clients(sa_dir: Path, resolv: Path) -> None:

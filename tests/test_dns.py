@@ -18,11 +18,21 @@ import dns.rdatatype
 import pytest
 
 import kdisco
-from kdisco import Deadline, Discoverer, Endpoint, Miss, Outcome, ServiceKind, ServicePort
-from kdisco._chain import RetryPolicy, run_sync
-from kdisco._dns import DnsStrategy, DnsTarget
+from kdisco import (
+    Deadline,
+    Discoverer,
+    Endpoint,
+    Miss,
+    Outcome,
+    RetryPolicy,
+    ServiceKind,
+    ServicePort,
+    Strategy,
+)
+from kdisco._chain import run_sync
 from kdisco._names import Query, parse_query
-from kdisco._strategy import Strategy
+from kdisco._settings import DnsTarget
+from kdisco._strategies.dns import DnsStrategy
 from tests._dnsserver import DnsResponder, Entry, rrset
 
 ZONE = "cluster.local"

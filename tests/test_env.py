@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 import kdisco
-from kdisco import Deadline, Endpoint, Miss, Outcome, Resolution, ServiceKind, ServicePort
-from kdisco._env import EnvStrategy, env_prefix
+from kdisco import Deadline, Endpoint, Miss, Outcome, Resolution, ServiceKind, ServicePort, Strategy
 from kdisco._names import Query, parse_query
-from kdisco._strategy import Strategy
+from kdisco._strategies.env import EnvStrategy, env_prefix
 from tests._helpers_env import KUBERNETES, Port, Service, pod_environ, service_variables
 
 PAYMENTS = Service(

@@ -20,7 +20,7 @@ from kdisco import (
     ServicePort,
 )
 from kdisco._names import Query, parse_query
-from kdisco._static import StaticEntry, StaticStrategy, parse_address
+from kdisco._strategies.static import StaticEntry, StaticStrategy, parse_address
 
 
 def query(name: str, *, port: int | str | None = None, default_ns: str = "home") -> Query:

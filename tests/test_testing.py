@@ -6,8 +6,10 @@ doctest cannot show: the fixture, its pytest entry point, and clean-up after a t
 
 from __future__ import annotations
 
+import asyncio
 import re
 import textwrap
+import threading
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 
 import kdisco
 from kdisco import Deadline, Discoverer, Endpoint, Miss, Outcome, Resolution
-from kdisco._discoverer import _overrides, get_default_discoverer
+from kdisco._discoverer import _override, get_default_discoverer
 from kdisco._names import Query
 from kdisco.testing import FakeResolver, override
 
@@ -118,7 +120,7 @@ def test_override_makes_module_discover_use_the_fake() -> None:
         res = kdisco.discover("payments")
         assert (res.source, res.first().address) == ("fake", "192.0.2.10:5432")
         assert res.service.namespace == "default"
-    assert _overrides == []
+    assert _override.get() is None
 
 
 def test_override_is_hermetic_even_with_kdisco_variables_set(
@@ -159,7 +161,45 @@ def test_overrides_nest_and_unwind_on_error() -> None:
             failing_test_body()
         seen.append(kdisco.discover("api").first().host)
     assert seen == ["192.0.2.2", "192.0.2.1"]
-    assert _overrides == []
+    assert _override.get() is None
+
+
+def test_overrides_in_concurrent_threads_do_not_see_each_other() -> None:
+    # Two tests running at once in threads (pytest-xdist's thread mode, or a test
+    # that fans out) each see their own fake, never the other's.
+    barrier = threading.Barrier(2, timeout=5)
+    seen: dict[str, str] = {}
+
+    def body(name: str, address: str) -> None:
+        with override(FakeResolver({"api": [f"{address}:80"]})):
+            barrier.wait()  # both overrides are active now
+            seen[name] = kdisco.discover("api").first().host
+            barrier.wait()
+
+    threads = [
+        threading.Thread(target=body, args=("one", "192.0.2.1")),
+        threading.Thread(target=body, args=("two", "192.0.2.2")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert seen == {"one": "192.0.2.1", "two": "192.0.2.2"}
+    assert _override.get() is None
+
+
+def test_overrides_in_concurrent_asyncio_tasks_do_not_see_each_other() -> None:
+    async def body(address: str, started: asyncio.Event, other: asyncio.Event) -> str:
+        with override(FakeResolver({"api": [f"{address}:80"]})):
+            started.set()
+            await other.wait()  # the other task's override is active now too
+            return kdisco.discover("api").first().host
+
+    async def main() -> list[str]:
+        a, b = asyncio.Event(), asyncio.Event()
+        return list(await asyncio.gather(body("192.0.2.1", a, b), body("192.0.2.2", b, a)))
+
+    assert asyncio.run(main()) == ["192.0.2.1", "192.0.2.2"]
 
 
 def test_override_accepts_any_strategy() -> None:
@@ -212,8 +252,8 @@ def test_fixture_directly(kdisco_fake: FakeResolver) -> None:
 
 
 def test_fixture_override_ends_with_the_test(kdisco_fake: FakeResolver) -> None:
-    # The fixture's override is the only one active during the test...
-    assert len(_overrides) == 1
+    # The fixture's override is the one active during the test...
+    assert get_default_discoverer().strategies == (kdisco_fake,)
     # ...and a Service added by the test above is not here: each test gets a fresh fake.
     with pytest.raises(kdisco.ServiceNotFound):
         kdisco.discover("search.shop")

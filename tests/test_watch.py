@@ -14,8 +14,17 @@ from collections.abc import Iterator
 import pytest
 
 import kdisco
-from kdisco import CachePolicy, Discoverer, Endpoint, Miss, Outcome, Query, Resolution, ServiceKind
-from kdisco._deadline import Deadline
+from kdisco import (
+    CachePolicy,
+    Deadline,
+    Discoverer,
+    Endpoint,
+    Miss,
+    Outcome,
+    Query,
+    Resolution,
+    ServiceKind,
+)
 from kdisco._discoverer import use_discoverer
 from tests._helpers_api import (
     FakeApiServer,
@@ -124,7 +133,8 @@ def test_answers_read_directly_are_followed_once_the_cache_syncs(
     got, callback = collector()
     with make(server) as d, d.watch("db", callback=callback):
         first = got.get(timeout=LIMIT)
-        assert first._valid is None
+        assert first.freshness is not None
+        assert first.freshness.valid is None  # read directly: nothing vouches for it
         assert ns.direct_reads() != []
         wait_until(lambda: ns.watches("endpointslices") >= 1, "cache synced")
         ns.put("endpointslices", eps_slice("db-a", "db", ["192.0.2.6"]))

@@ -18,7 +18,7 @@ import pytest
 
 import kdisco
 from kdisco import Discoverer, WatchCachePolicy
-from kdisco._api import ApiStrategy
+from kdisco._strategies.api import ApiStrategy
 from tests._helpers_api import (
     FakeApiServer,
     FakeNamespace,
@@ -45,7 +45,13 @@ def wait_until(pred: Callable[[], bool], what: str, limit: float = 5.0) -> None:
 
 
 def kdisco_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("kdisco")]
+    # The one process-wide cut-off thread (kdisco-cutoff) serves every Discoverer and
+    # is not theirs to stop; every other kdisco thread belongs to one.
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("kdisco") and t.name != "kdisco-cutoff"
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -162,14 +168,17 @@ def test_answers_from_memory_are_valid_until_their_service_changes(
     with make(server) as d:
         db = d.discover("db")
         web = d.discover("web")
-        assert db._valid is not None
-        assert db._valid()
+        assert db.freshness is not None
+        assert db.freshness.valid is not None
+        assert db.freshness.valid()
         wait_until(both_watching(ns), "both watches open")
         ns.put("endpointslices", eps_slice("db-b", "db", ["192.0.2.3", "192.0.2.4"]))
-        wait_until(lambda: db._valid is not None and not db._valid(), "db invalidated")
+        valid = db.freshness.valid
+        wait_until(lambda: not valid(), "db invalidated")
         # Another Service's answer is untouched by db's change.
-        assert web._valid is not None
-        assert web._valid()
+        assert web.freshness is not None
+        assert web.freshness.valid is not None
+        assert web.freshness.valid()
         # The Discoverer's cache notices at once: the next call sees the new endpoint.
         assert hosts(d.discover("db")) == {"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"}
         assert d.discover("web") is web
@@ -207,8 +216,9 @@ def test_no_op_modifications_keep_answers_valid(server: FakeApiServer, ns: FakeN
         ns.put("services", svc("db"))
         ns.put("services", svc("marker", headless=False))
         wait_until(lambda: _answers(d, "marker"), "events applied")
-        assert db._valid is not None
-        assert db._valid()
+        assert db.freshness is not None
+        assert db.freshness.valid is not None
+        assert db.freshness.valid()
 
 
 def test_initial_list_is_paginated(server: FakeApiServer, ns: FakeNamespace) -> None:
@@ -331,7 +341,9 @@ def test_broken_cache_falls_back_to_direct_reads(server: FakeApiServer, ns: Fake
         wait_until(lambda: not synced(d), "cache marked not synced")
         res = d.discover("db")
         assert hosts(res) == {"192.0.2.1", "192.0.2.2", "192.0.2.3"}
-        assert res._valid is None  # a direct answer is not kept as if watched
+        assert (
+            res.freshness is None or res.freshness.valid is None
+        )  # a direct answer is not kept as if watched
         assert ns.direct_reads() == [
             service_path("billing", "db"),
             "/apis/discovery.k8s.io/v1/namespaces/billing/endpointslices",

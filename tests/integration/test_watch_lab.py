@@ -16,15 +16,14 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes.client import V1ConfigMap, V1ObjectMeta
 
 import kdisco
 from kdisco import WatchCachePolicy
-from kdisco._api import ApiStrategy, _kubeconfig_client
-from kdisco._watchcache import shutdown_response as _shutdown
+from kdisco._k8s.client import KubeClient
+from kdisco._strategies.api import ApiStrategy
 from lab.objects import Cluster, endpoint, port
 
 from .conftest import eventually, in_ci
@@ -39,18 +38,15 @@ class Counted:
     def __init__(self, kubeconfig: str, policy: WatchCachePolicy = FAST) -> None:
         self.calls: list[tuple[str, str, dict[str, str]]] = []
 
-        def factory() -> Any:
-            client = _kubeconfig_client(kubeconfig, None)
-            original = client.call_api
+        def factory() -> KubeClient:
+            client = KubeClient.from_kubeconfig([kubeconfig], None)
+            original = client.open
 
-            def call_api(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-                # kubernetes >= 35: call_api(method, full URL with query, headers, ...)
-                parts = urlsplit(url)
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                self.calls.append((method, parts.path, query))
-                return original(method, url, *args, **kwargs)
+            def open_(path: str, query: Any = (), **kwargs: Any) -> Any:
+                self.calls.append(("GET", path, dict(query)))
+                return original(path, query, **kwargs)
 
-            client.call_api = call_api
+            client.open = open_  # type: ignore[method-assign]
             return client
 
         self.strategy = ApiStrategy(client_factory=factory, watch=policy)
@@ -224,7 +220,7 @@ def test_compaction_gives_410_and_a_re_list(private_lab: Any, private_cluster: C
             cluster.core.create_namespaced_config_map(ns, bump)
         private_lab.compact_etcd()
         # Force a re-watch from the (now compacted) resourceVersion.
-        _shutdown(informer._response)
+        informer.reconnect()
         eventually(lambda: _at_least(informer.lists, 2))
         assert counted.lists("endpointslices") == 2
         replace(cluster, ns, ["192.0.2.9"])

@@ -7,8 +7,8 @@ import ipaddress
 import selectors
 import socket
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import attrs
 import dns.exception
 import dns.inet
 import dns.message
@@ -20,11 +20,17 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
-from ._deadline import Deadline
-from ._exceptions import TransientError
-from ._models import Endpoint, Outcome, Resolution, ServiceKind, ServicePort
-from ._names import Query, parse_service_fqdn
-from ._strategy import Miss
+from kdisco._attempts import Outcome
+from kdisco._deadline import Deadline
+from kdisco._exceptions import TransientError
+from kdisco._models import Endpoint, Resolution, ServiceKind, ServicePort
+from kdisco._names import Query, in_cluster_target
+from kdisco._settings import DnsTarget, Settings
+
+from .base import Miss
+
+if TYPE_CHECKING:
+    from kdisco._notify import Notifier
 
 #: Named ports are published as ``_<port>._<proto>``; TCP first since nearly all are.
 _SRV_PROTOCOLS = ("tcp", "udp")
@@ -36,18 +42,6 @@ _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 _BATCH = 32
 #: Enough for any UDP answer (EDNS payloads top out well below 64 KiB).
 _MAX_UDP = 65535
-
-
-@attrs.frozen
-class DnsTarget:
-    """One nameserver to ask."""
-
-    host: str
-    port: int = 53
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 class DnsStrategy:
@@ -200,8 +194,7 @@ class DnsStrategy:
             return _nxdomain(service.fqdn)
         external = _external_name(answer_a)
         if external is not None:
-            target = parse_service_fqdn(external)
-            if target is not None and target.cluster_domain == service.cluster_domain:
+            if in_cluster_target(external, service.cluster_domain) is not None:
                 # An alias of another Service: the chain follows it, and that
                 # Service's own SRV records map the port name.
                 return _external_resolution(query, external, _ttl(answer_a))
@@ -489,3 +482,8 @@ def _positive(slot: Deadline) -> float:
     if remaining <= 0:
         raise TimeoutError("no time left for this server")
     return remaining
+
+
+def from_settings(settings: Settings, notifier: Notifier) -> DnsStrategy:
+    """The registry's factory: the servers the settings found, or why there are none."""
+    return DnsStrategy(settings.dns_servers, not_applicable=settings.dns_unavailable)

@@ -9,18 +9,31 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._deadline import Deadline
-from ._exceptions import ConfigurationError, InvalidServiceName
-from ._models import Endpoint, Outcome, Resolution, ServiceKind, ServicePort
-from ._names import Query, check_port, parse_query
-from ._strategy import Miss
+from kdisco._attempts import Outcome
+from kdisco._deadline import Deadline
+from kdisco._exceptions import ConfigurationError, InvalidServiceName
+from kdisco._models import (
+    Endpoint,
+    Freshness,
+    Resolution,
+    ServiceKind,
+    ServicePort,
+    choose_port,
+    port_labels,
+)
+from kdisco._names import Query, check_port, parse_query
+from kdisco._notify import Notifier
+
+from .base import Miss
+
+if TYPE_CHECKING:
+    from kdisco._settings import Settings
 
 #: What one entry of the map may be: addresses (``"host:port"``, ``"host"``,
 #: ``"[v6]:port"``, or Endpoint objects), or a mapping with ``endpoints`` and named
@@ -153,6 +166,9 @@ class StaticStrategy:
                 f"static map must be a mapping of names to addresses, not {type(mapping).__name__}"
             )
         self._name = name
+        #: Edits (``FakeResolver.add``/``remove``) are published here, so a
+        #: ``kdisco.watch()`` on the map wakes at once.
+        self.notifier = Notifier()
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str | None], _Entry] = {}
         # Bumped on every change, so cached answers from this map know when to go.
@@ -163,6 +179,8 @@ class StaticStrategy:
     @classmethod
     def from_file(cls, path: str | PathLike[str], *, name: str = "static") -> StaticStrategy:
         """Load ``[services]`` from a TOML file (see the README for the format)."""
+        import tomllib  # only static-file users pay for the TOML parser
+
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
@@ -183,6 +201,7 @@ class StaticStrategy:
         return f"{type(self).__name__}({len(self._entries)} services)"
 
     def _still(self, version: int) -> Callable[[], bool]:
+        # Answers from the map hold until it changes (FakeResolver.add/remove).
         return lambda: self._version == version
 
     def _set(self, key: str, value: StaticEntry) -> None:
@@ -190,12 +209,21 @@ class StaticStrategy:
         with self._lock:
             self._entries[parsed[0]] = parsed[1]
             self._version += 1
+        self._announce(parsed[0])
 
     def _remove(self, key: str) -> None:
         k = _key(key)
         with self._lock:
             self._entries.pop(k, None)
             self._version += 1
+        self._announce(k)
+
+    def _announce(self, key: tuple[str, str | None]) -> None:
+        name, namespace = key
+        if namespace is None:
+            self.notifier.publish_all()  # a bare name stands for every namespace
+        else:
+            self.notifier.publish(namespace, name)
 
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         service = query.service
@@ -216,38 +244,33 @@ class StaticStrategy:
                     Outcome.NO_READY_ENDPOINTS,
                     f"static entry for {service}: {len(entry.endpoints)} endpoints, none ready",
                 )
-        chosen: ServicePort | None = None
         wanted = query.port
-        if wanted is None and entry.ports:
-            # As for a real Service: with no port asked, the first declared one.
-            wanted = entry.ports[0].name
-        if isinstance(wanted, str):
-            chosen = next((p for p in entry.ports if p.name == wanted), None)
-            if chosen is None and entry.ports:
-                names = ", ".join(f"{p.name}={p.port}" for p in entry.ports)
-                return Miss(
-                    Outcome.NO_SUCH_PORT,
-                    f"static entry for {service} has no port {wanted!r} (ports: {names})",
-                )
-            if chosen is not None:
-                endpoints = tuple(
-                    ep if ep.port is not None else attrs.evolve(ep, port=chosen.port)
-                    for ep in endpoints
-                )
-        elif isinstance(wanted, int):
+        # As for a real Service: with no port asked, the first declared one.
+        chosen, ok = choose_port(entry.ports, wanted)
+        if isinstance(wanted, int):
             if any(ep.port not in (None, wanted) for ep in endpoints):
                 return Miss(
                     Outcome.NO_SUCH_PORT,
                     f"static entry for {service} lists other ports than {wanted}",
                 )
-            chosen = next((p for p in entry.ports if p.port == wanted), None)
-            if chosen is None and entry.ports and any(ep.port is None for ep in endpoints):
-                names = ", ".join(f"{p.name}={p.port}" for p in entry.ports)
+            if not ok and entry.ports and any(ep.port is None for ep in endpoints):
                 return Miss(
                     Outcome.NO_SUCH_PORT,
-                    f"static entry for {service} declares no port {wanted} (ports: {names})",
+                    f"static entry for {service} declares no port {wanted} "
+                    f"(ports: {port_labels(entry.ports)})",
                 )
             endpoints = tuple(attrs.evolve(ep, port=wanted) for ep in endpoints)
+        elif not ok and entry.ports:
+            return Miss(
+                Outcome.NO_SUCH_PORT,
+                f"static entry for {service} has no port {wanted!r} "
+                f"(ports: {port_labels(entry.ports)})",
+            )
+        elif chosen is not None:
+            endpoints = tuple(
+                ep if ep.port is not None else attrs.evolve(ep, port=chosen.port)
+                for ep in endpoints
+            )
         return Resolution(
             service=service,
             kind=ServiceKind.UNKNOWN,
@@ -255,5 +278,15 @@ class StaticStrategy:
             ports=entry.ports,
             port=chosen,
             source=self._name,
-            valid=self._still(version),
+            freshness=Freshness(valid=self._still(version)),
         )
+
+
+def from_settings(settings: Settings, notifier: Notifier) -> StaticStrategy:
+    """The registry's factory: the map given in code, or the TOML file it names."""
+    static = settings.static
+    if static is None:
+        raise ConfigurationError("strategy 'static' needs a map: pass static= or set KDISCO_STATIC")
+    if isinstance(static, Mapping):
+        return StaticStrategy(static)
+    return StaticStrategy.from_file(static)

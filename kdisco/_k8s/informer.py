@@ -1,4 +1,4 @@
-"""The shared list+watch cache behind the ``api`` strategy.
+"""The shared list+watch cache behind the ``api`` strategy (an informer per resource).
 
 One cache per namespace, started by the first lookup there and shared by every call
 and thread. It holds two informers, one per resource (Services, and EndpointSlices
@@ -13,13 +13,14 @@ then watches from the list's resourceVersion with bookmarks::
 Answers are built from memory while both informers are synced. Each Service has a
 version, bumped by any change to it or to its slices; an answer is valid while its
 Service's version and the cache's sync epoch are unchanged, so ``Discoverer``'s
-answer cache can keep it without a TTL. Every change is announced on ``changes`` so
-``kdisco.watch()`` wakes at once.
+answer cache can keep it without a TTL. Every change is published to the
+``Discoverer``'s ``Notifier`` (the Service that changed; the whole namespace when
+the cache loses or regains sync), so ``kdisco.watch()`` wakes at once.
 
-Reads are raw JSON (``_preload_content=False``); watch lines are parsed one by one.
-A client-side read timeout bounds every read, so a watch that went silent (a dropped
-connection nobody closed) is noticed and re-opened. ``stop()`` shuts the socket of a
-blocked watch, so it returns at once.
+Reads are raw JSON; watch lines are parsed one by one. A client-side read timeout
+bounds every read, so a watch that went silent (a dropped connection nobody closed)
+is noticed and re-opened. ``stop()`` fires the cut-off of a blocked request (waiting
+for headers or reading a body), so it returns at once.
 """
 
 from __future__ import annotations
@@ -37,81 +38,39 @@ from typing import Any
 
 import attrs
 
-from ._chain import RetryPolicy
-from ._deadline import Clock, Deadline
-from ._exceptions import AccessDenied, ConfigurationError, TransientError
-from ._models import Outcome, Resolution
-from ._names import Query
-from ._strategy import Miss
+from kdisco._attempts import Outcome
+from kdisco._deadline import Clock, Deadline
+from kdisco._exceptions import AccessDenied, TransientError
+from kdisco._models import Freshness, Resolution
+from kdisco._names import Query
+from kdisco._notify import Notifier
+from kdisco._policies import RetryPolicy, WatchCachePolicy
+from kdisco._strategies.base import Miss
+
+from .client import (
+    Cutoff,
+    Json,
+    KubeClient,
+    cutoff_after,
+    pages,
+    raise_for_status,
+    status_message,
+)
+from .objects import (
+    SERVICE_NAME_LABEL,
+    ServiceInfo,
+    SliceInfo,
+    resolve_info,
+    services_path,
+    slices_path,
+)
 
 log = logging.getLogger("kdisco")
 
-Json = dict[str, Any]
-
-#: Announced (``notify_all``) after every change any cache applies; ``kdisco.watch()``
-#: waits on it and then checks whether its own answer is still valid.
-changes = threading.Condition()
-
-_SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 _THREAD_PREFIX = "kdisco-watch"
-
-
-def notify_changes() -> None:
-    with changes:
-        changes.notify_all()
-
-
-@attrs.frozen(kw_only=True)
-class WatchCachePolicy:
-    """How the ``api`` strategy's shared list+watch cache behaves.
-
-    ``relist_interval``: a full re-list this often, which catches anything a watch
-    could have missed. ``watch_timeout``: the server ends each watch after this many
-    seconds (it is then re-opened from the last resourceVersion). ``read_timeout``:
-    the longest silence tolerated on an open connection before it is assumed dead and
-    re-opened (the API sends a bookmark about every minute). ``page_size``: items per
-    list page. ``backoff_initial``/``backoff_max``: reconnect backoff (full jitter).
-    ``sync_wait``: the share of a caller's remaining deadline spent waiting for the
-    first list of a namespace before reading the API directly. ``max_namespaces``:
-    at most this many namespaces are watched (two threads and two watches each);
-    lookups in further namespaces read the API directly, so names from user input or
-    typos cannot grow the threads without bound.
-    """
-
-    enabled: bool = True
-    relist_interval: float = 600.0
-    watch_timeout: float = 300.0
-    read_timeout: float = 90.0
-    connect_timeout: float = 10.0
-    page_size: int = 500
-    backoff_initial: float = 0.2
-    backoff_max: float = 30.0
-    sync_wait: float = 0.5
-    max_namespaces: int = 32
-
-    def __attrs_post_init__(self) -> None:
-        for name in (
-            "relist_interval",
-            "watch_timeout",
-            "read_timeout",
-            "connect_timeout",
-            "backoff_initial",
-            "backoff_max",
-            "sync_wait",
-        ):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (value >= 0 and not math.isnan(value))
-            ):
-                raise ConfigurationError(
-                    f"WatchCachePolicy.{name} must be a number >= 0, not {value!r}"
-                )
-        if isinstance(self.page_size, bool) or self.page_size < 1:
-            raise ConfigurationError("WatchCachePolicy.page_size must be an int >= 1")
-        if self.sync_wait > 1:
-            raise ConfigurationError("WatchCachePolicy.sync_wait is a share: between 0 and 1")
+#: Longest watch event line kept: a Service or EndpointSlice is at most a few hundred KB
+#: (etcd's request limit is 1.5 MiB); a longer line is a broken or hostile server.
+MAX_LINE = 4 * 1024 * 1024
 
 
 class _Gone(Exception):
@@ -127,7 +86,7 @@ class _Silent(Exception):
 
 
 class _Valid:
-    """``Resolution.valid`` for answers from the cache: two attribute reads per check."""
+    """``Freshness.valid`` for answers from the cache: two attribute reads per check."""
 
     __slots__ = ("_cache", "_epoch", "_name", "_version")
 
@@ -148,17 +107,16 @@ class NamespaceCache:
     def __init__(
         self,
         namespace: str,
-        api_client: Callable[[], Any],
+        client: Callable[[], KubeClient],
         policy: WatchCachePolicy,
         clock: Clock,
         counter: Iterator[int],
+        notifier: Notifier,
     ) -> None:
-        from ._api import ServiceInfo, SliceInfo
-
         self.namespace = namespace
-        self._policy = policy
         self._clock = clock
         self._counter = counter
+        self._notifier = notifier
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self.services: dict[str, ServiceInfo] = {}
@@ -170,21 +128,13 @@ class NamespaceCache:
         #: A fresh number each time both informers are synced; -1 while not.
         self.epoch = -1
         self._informers = (
-            _Informer(self, "services", api_client, policy, clock),
-            _Informer(self, "endpointslices", api_client, policy, clock),
+            _Informer(self, "services", client, policy, clock),
+            _Informer(self, "endpointslices", client, policy, clock),
         )
 
     def start(self) -> None:
         for informer in self._informers:
             informer.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        for informer in self._informers:
-            informer.stop()
-        join_all(self._informers, timeout)
-        with self._lock:
-            self.epoch = -1
-        notify_changes()
 
     @property
     def threads(self) -> tuple[_Informer, ...]:
@@ -216,8 +166,6 @@ class NamespaceCache:
 
     def resolve(self, query: Query) -> Resolution | Miss | None:
         """The answer from memory, or None when the cache is not synced."""
-        from ._api import resolve_info
-
         name = query.service.name
         with self._lock:
             epoch = self.epoch
@@ -236,10 +184,12 @@ class NamespaceCache:
         if isinstance(result, Resolution):
             result = attrs.evolve(
                 result,
-                valid=_Valid(self, name, version, epoch),
-                fetched_at=confirmed,
-                clock=self._clock,
-                confirmed=self.confirmed_at,
+                freshness=Freshness(
+                    clock=self._clock,
+                    fetched_at=confirmed,
+                    valid=_Valid(self, name, version, epoch),
+                    confirmed=self.confirmed_at,
+                ),
             )
         return result
 
@@ -251,57 +201,58 @@ class NamespaceCache:
             if name:
                 self.versions[name] = next(self._counter)
 
+    def _publish(self, names: set[str]) -> None:
+        for name in names:
+            if name:
+                self._notifier.publish(self.namespace, name)
+
     def replace(self, resource: str, items: list[Json]) -> None:
         """A full list: keep unchanged objects as they are, rebuild the rest."""
-        if resource == "services":
-            self._replace_services(items)
-        else:
-            self._replace_slices(items)
-        notify_changes()
-
-    def _replace_services(self, items: list[Json]) -> None:
-        from ._api import ServiceInfo
-
         with self._lock:
-            seen: set[str] = set()
-            changed: set[str] = set()
-            for item in items:
-                meta = item.get("metadata") or {}
-                name = str(meta.get("name", ""))
-                seen.add(name)
-                rv = str(meta.get("resourceVersion", ""))
-                if rv and self._service_rv.get(name) == rv:
-                    continue
-                info = ServiceInfo.from_json(item)
-                if self.services.get(name) != info:
-                    changed.add(name)
-                self.services[name] = info
-                self._service_rv[name] = rv
-            for name in set(self.services) - seen:
-                del self.services[name]
-                self._service_rv.pop(name, None)
+            if resource == "services":
+                changed = self._replace_services(items)
+            else:
+                changed = self._replace_slices(items)
+            self._bump(changed)
+        self._publish(changed)
+
+    def _replace_services(self, items: list[Json]) -> set[str]:
+        seen: set[str] = set()
+        changed: set[str] = set()
+        for item in items:
+            meta = item.get("metadata") or {}
+            name = str(meta.get("name", ""))
+            seen.add(name)
+            rv = str(meta.get("resourceVersion", ""))
+            if rv and self._service_rv.get(name) == rv:
+                continue
+            info = ServiceInfo.from_json(item)
+            if self.services.get(name) != info:
                 changed.add(name)
-            self._bump(changed)
+            self.services[name] = info
+            self._service_rv[name] = rv
+        for name in set(self.services) - seen:
+            del self.services[name]
+            self._service_rv.pop(name, None)
+            changed.add(name)
+        return changed
 
-    def _replace_slices(self, items: list[Json]) -> None:
-        from ._api import SliceInfo
+    def _replace_slices(self, items: list[Json]) -> set[str]:
+        seen: set[str] = set()
+        changed: set[str] = set()
+        for item in items:
+            meta = item.get("metadata") or {}
+            name = str(meta.get("name", ""))
+            seen.add(name)
+            old = self.slices.get(name)
+            if old is not None and old.resource_version == meta.get("resourceVersion"):
+                continue
+            changed |= self._put_slice(SliceInfo.from_json(item), old)
+        for name in set(self.slices) - seen:
+            changed |= self._drop_slice(name)
+        return changed
 
-        with self._lock:
-            seen: set[str] = set()
-            changed: set[str] = set()
-            for item in items:
-                meta = item.get("metadata") or {}
-                name = str(meta.get("name", ""))
-                seen.add(name)
-                old = self.slices.get(name)
-                if old is not None and old.resource_version == meta.get("resourceVersion"):
-                    continue
-                changed |= self._put_slice(SliceInfo.from_json(item), old)
-            for name in set(self.slices) - seen:
-                changed |= self._drop_slice(name)
-            self._bump(changed)
-
-    def _put_slice(self, sl: Any, old: Any) -> set[str]:
+    def _put_slice(self, sl: SliceInfo, old: SliceInfo | None) -> set[str]:
         changed = {sl.service}
         if old is not None and old.service != sl.service:
             self.by_service.get(old.service, {}).pop(old.name, None)
@@ -322,8 +273,6 @@ class NamespaceCache:
 
     def apply(self, resource: str, kind: str, obj: Json) -> None:
         """One watch event (ADDED, MODIFIED, DELETED)."""
-        from ._api import ServiceInfo, SliceInfo
-
         meta = obj.get("metadata") or {}
         name = str(meta.get("name", ""))
         rv = str(meta.get("resourceVersion", ""))
@@ -341,7 +290,7 @@ class NamespaceCache:
                     if self.services.get(name) == info:
                         return  # e.g. a status or annotation change: answers stay valid
                     self.services[name] = info
-                self._bump({name})
+                changed = {name}
             else:
                 if kind == "DELETED":
                     changed = self._drop_slice(name)
@@ -352,8 +301,8 @@ class NamespaceCache:
                     changed = self._put_slice(SliceInfo.from_json(obj), old)
                 if not changed:
                     return
-                self._bump(changed)
-        notify_changes()
+            self._bump(changed)
+        self._publish(changed)
 
     def set_synced(self) -> None:
         with self._ready:
@@ -363,7 +312,7 @@ class NamespaceCache:
             self._ready.notify_all()
         if regained:
             # Watchers holding answers read directly meanwhile can switch back to memory.
-            notify_changes()
+            self._notifier.publish(self.namespace)
 
     def set_unsynced(self) -> None:
         with self._ready:
@@ -371,7 +320,7 @@ class NamespaceCache:
             self.epoch = -1
             self._ready.notify_all()
         if was >= 0:
-            notify_changes()
+            self._notifier.publish(self.namespace)
 
 
 class _Informer(threading.Thread):
@@ -381,20 +330,29 @@ class _Informer(threading.Thread):
         self,
         cache: NamespaceCache,
         resource: str,
-        api_client: Callable[[], Any],
+        client: Callable[[], KubeClient],
         policy: WatchCachePolicy,
         clock: Clock,
     ) -> None:
         super().__init__(name=f"{_THREAD_PREFIX}-{cache.namespace}-{resource}", daemon=True)
         self._cache = cache
         self.resource = resource
-        self._api_client = api_client
+        self._client = client
         self._policy = policy
         self._clock = clock
         self._stopping = threading.Event()
-        self._response_lock = threading.Lock()
-        self._response: Any = None
+        self._cut_lock = threading.Lock()
+        self._cut: Cutoff | None = None
         self._backoff = RetryPolicy(initial=policy.backoff_initial, maximum=policy.backoff_max)
+        if resource == "services":
+            self._path = services_path(cache.namespace)
+            self._selector: list[tuple[str, str]] = []
+            self._resource_name = "services"
+        else:
+            self._path = slices_path(cache.namespace)
+            # Only slices that belong to a Service (the label's presence).
+            self._selector = [("labelSelector", SERVICE_NAME_LABEL)]
+            self._resource_name = "endpointslices.discovery.k8s.io"
         #: Whether the data is current (listed, and the watch open or re-opening).
         self.synced = False
         #: Whether a first list was attempted (succeeded or failed).
@@ -409,10 +367,14 @@ class _Informer(threading.Thread):
 
     def stop(self) -> None:
         self._stopping.set()
-        with self._response_lock:
-            response = self._response
-        if response is not None:
-            shutdown_response(response)
+        self.reconnect()
+
+    def reconnect(self) -> None:
+        """Cut the request in flight; unless stopping, the informer opens a new one."""
+        with self._cut_lock:
+            cut = self._cut
+        if cut is not None:
+            cut.fire()
 
     def run(self) -> None:
         rv: str | None = None
@@ -477,78 +439,72 @@ class _Informer(threading.Thread):
 
     # -- requests ------------------------------------------------------------------
 
-    def _call(self) -> Callable[..., Any]:
-        from kubernetes.client import CoreV1Api, DiscoveryV1Api
-
-        client = self._api_client()
-        if self.resource == "services":
-            return CoreV1Api(client).list_namespaced_service
-        call = DiscoveryV1Api(client).list_namespaced_endpoint_slice
-
-        def slices(**kwargs: Any) -> Any:
-            # Only slices that belong to a Service (the label's presence).
-            return call(label_selector=_SERVICE_NAME_LABEL, **kwargs)
-
-        return slices
-
-    def _request(self, **kwargs: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
-
-        from ._api import _api_error
-
+    def _open(self, query: list[tuple[str, str]], verb: str, seconds: float) -> tuple[Any, Cutoff]:
+        """Open one request under a cut-off ``stop()`` can fire; returns it unread."""
         if self._stopping.is_set():
             raise _Stopped
-        timeout = (self._policy.connect_timeout, self._policy.read_timeout)
-        try:
-            return self._call()(
-                namespace=self._cache.namespace,
-                _preload_content=False,
-                _request_timeout=timeout,
-                **kwargs,
-            )
-        except ApiException as exc:
-            if exc.status == 410:
-                raise _Gone(f"HTTP 410 Gone: {exc.reason}") from exc
-            verb = "watch" if kwargs.get("watch") else "list"
-            group = "" if self.resource == "services" else ".discovery.k8s.io"
-            if exc.status == 404:
-                raise TransientError(
-                    f"{verb} {self.resource}: HTTP 404 (namespace missing?)"
-                ) from exc
-            _api_error(exc, (verb, f"{self.resource}{group}", self._cache.namespace))
-            raise  # pragma: no cover - _api_error always raises for non-404
-
-    def _list(self) -> str:
-        items: list[Json] = []
-        token: str | None = None
-        while True:
-            extra: dict[str, Any] = {"_continue": token} if token else {}
-            response = self._request(limit=self._policy.page_size, **extra)
-            with self._response_lock:
-                self._response = response  # so stop() can cut a slow body short
+        cut = Cutoff()
+        with self._cut_lock:
+            self._cut = cut
+        with cutoff_after(seconds, cut):
             try:
-                if self._stopping.is_set():
-                    raise _Stopped
-                page = json.loads(response.data)
-            except ValueError as exc:
-                raise TransientError(f"list {self.resource}: response is not JSON") from exc
+                response = self._client().open(
+                    self._path,
+                    self._selector + query,
+                    connect_timeout=self._policy.connect_timeout,
+                    read_timeout=self._policy.read_timeout,
+                )
             except Exception:
                 if self._stopping.is_set():
                     raise _Stopped from None
                 raise
-            finally:
-                with self._response_lock:
-                    self._response = None
-                response.release_conn()
-            if not isinstance(page, dict):
-                raise TransientError(f"list {self.resource}: response is not a JSON object")
+        if response.status == 410:
+            body = response.read(65536)
+            response.release_conn()
+            raise _Gone(f"HTTP 410 Gone: {status_message(body)}")
+        if not 200 <= response.status < 300:
+            body = response.read(65536)
+            response.release_conn()
+            what = (verb, self._resource_name, self._cache.namespace)
+            if raise_for_status(response.status, body, what):
+                raise TransientError(f"{verb} {self.resource}: HTTP 404 (namespace missing?)")
+        return response, cut
+
+    def _list(self) -> str:
+        items: list[Json] = []
+        last: Json = {}
+        for page in pages(self._page):
             items.extend(page.get("items") or ())
-            meta = page.get("metadata") or {}
-            token = meta.get("continue")
-            if not token:
-                self.lists += 1
-                self._cache.replace(self.resource, items)
-                return str(meta.get("resourceVersion", ""))
+            last = page
+        self.lists += 1
+        self._cache.replace(self.resource, items)
+        return str((last.get("metadata") or {}).get("resourceVersion", ""))
+
+    def _page(self, token: str | None) -> Json:
+        query = [("limit", str(self._policy.page_size))]
+        if token:
+            query.append(("continue", token))
+        # A list page gets connect + read timeout as a whole, not per recv.
+        budget = self._policy.connect_timeout + self._policy.read_timeout
+        response, cut = self._open(query, "list", budget)
+        try:
+            with cutoff_after(budget, cut):
+                try:
+                    body = response.data
+                except Exception:
+                    if self._stopping.is_set():
+                        raise _Stopped from None
+                    raise
+            if self._stopping.is_set():
+                raise _Stopped
+            page = json.loads(body)
+        except ValueError as exc:
+            raise TransientError(f"list {self.resource}: response is not JSON") from exc
+        finally:
+            response.release_conn()
+        if not isinstance(page, dict):
+            raise TransientError(f"list {self.resource}: response is not a JSON object")
+        return page
 
     def _watch(self, rv: str, until: float) -> str:
         """One watch request, streamed until the server ends it; returns the last rv."""
@@ -556,21 +512,25 @@ class _Informer(threading.Thread):
         if left <= 0:
             return rv
         seconds = max(1, int(min(self._policy.watch_timeout, left)))
-        response = self._request(
-            watch=True,
-            resource_version=rv,
-            allow_watch_bookmarks=True,
-            timeout_seconds=seconds,
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", rv),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(seconds)),
+        ]
+        # Headers must come within the usual budget; the body is a stream that the
+        # server ends after ``seconds`` (and the read timeout bounds each silence).
+        response, cut = self._open(
+            query, "watch", self._policy.connect_timeout + self._policy.read_timeout
         )
-        with self._response_lock:
-            self._response = response
         try:
-            if self._stopping.is_set():
-                raise _Stopped
-            self.watches += 1
-            self._mark_synced()
-            for line in _lines(response):
-                rv = self._event(line, rv)
+            with cutoff_after(math.inf, cut):
+                if self._stopping.is_set():
+                    raise _Stopped
+                self.watches += 1
+                self._mark_synced()
+                for line in _lines(response):
+                    rv = self._event(line, rv)
             return rv
         except _Stopped:
             raise
@@ -581,8 +541,6 @@ class _Informer(threading.Thread):
                 raise _Silent from exc
             raise
         finally:
-            with self._response_lock:
-                self._response = None
             response.release_conn()
 
     def _event(self, line: bytes, rv: str) -> str:
@@ -598,6 +556,8 @@ class _Informer(threading.Thread):
             if code == 410:
                 raise _Gone(f"watch ERROR 410: {message}")
             raise TransientError(f"watch {self.resource}: ERROR event {code}: {message}")
+        if not isinstance(obj, dict):
+            raise TransientError(f"watch {self.resource}: event object is not a JSON object")
         new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             self._cache.apply(self.resource, kind, obj)
@@ -606,20 +566,36 @@ class _Informer(threading.Thread):
 
 
 def _lines(response: Any) -> Iterator[bytes]:
-    """Newline-delimited JSON from a streamed response, as each chunk arrives."""
-    pending = b""
+    """Newline-delimited JSON from a streamed response, as each chunk arrives.
+
+    Chunks are kept in a list until a newline arrives (never re-joined per chunk), and
+    a line longer than ``MAX_LINE`` ends the watch: a hostile or broken server must
+    not grow memory without bound.
+    """
+    parts: list[bytes] = []
+    size = 0
     for chunk in response.stream(65536, decode_content=True):
         if not chunk:
             continue
-        pending += chunk
-        if b"\n" not in pending:
+        if b"\n" not in chunk:
+            parts.append(chunk)
+            size += len(chunk)
+            if size > MAX_LINE:
+                raise TransientError(f"watch line over {MAX_LINE} bytes; re-opening")
             continue
-        *complete, pending = pending.split(b"\n")
+        head, *complete, tail = chunk.split(b"\n")
+        parts.append(head)
+        first = b"".join(parts)
+        if first.strip():
+            yield first
         for line in complete:
             if line.strip():
                 yield line
-    if pending.strip():
-        yield pending
+        parts = [tail]
+        size = len(tail)
+    rest = b"".join(parts)
+    if rest.strip():
+        yield rest
 
 
 def _is_read_timeout(exc: BaseException) -> bool:
@@ -631,18 +607,6 @@ def _is_read_timeout(exc: BaseException) -> bool:
             return True
         seen = seen.__context__
     return False
-
-
-def shutdown_response(response: Any) -> None:
-    """Unblock a thread reading ``response`` (urllib3 >= 2.3 shuts the socket down)."""
-    try:
-        shutdown = getattr(response, "shutdown", None)
-        if callable(shutdown):
-            shutdown()
-        else:  # pragma: no cover - older urllib3
-            response.close()
-    except Exception:  # pragma: no cover - already closed
-        pass
 
 
 def _describe(exc: BaseException) -> str:
@@ -674,10 +638,17 @@ def join_all(threads: list[_Informer] | tuple[_Informer, ...], timeout: float) -
 class WatchCache:
     """Every namespace's cache, created on first use; what ``ApiStrategy`` holds."""
 
-    def __init__(self, api_client: Callable[[], Any], policy: WatchCachePolicy, clock: Clock):
-        self._api_client = api_client
+    def __init__(
+        self,
+        client: Callable[[], KubeClient],
+        policy: WatchCachePolicy,
+        clock: Clock,
+        notifier: Notifier,
+    ) -> None:
+        self._client = client
         self.policy = policy
         self._clock = clock
+        self._notifier = notifier
         self._lock = threading.Lock()
         self._namespaces: dict[str, NamespaceCache] = {}
         self._counter = itertools.count(1)
@@ -695,7 +666,12 @@ class WatchCache:
             cache = self._namespaces.get(namespace)
             if cache is None:
                 cache = NamespaceCache(
-                    namespace, self._api_client, self.policy, self._clock, self._counter
+                    namespace,
+                    self._client,
+                    self.policy,
+                    self._clock,
+                    self._counter,
+                    self._notifier,
                 )
                 self._namespaces[namespace] = cache
                 cache.start()
@@ -714,7 +690,7 @@ class WatchCache:
         cache = self._namespaces.get(namespace)
         return None if cache is None else cache.problem
 
-    def threads(self) -> list[threading.Thread]:
+    def threads(self) -> list[_Informer]:
         return [t for c in list(self._namespaces.values()) for t in c.threads]
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -728,4 +704,5 @@ class WatchCache:
                 informer.stop()
         join_all([t for c in caches for t in c.threads], timeout)
         for cache in caches:
-            cache.stop(timeout=0)
+            cache.set_unsynced()
+        self._notifier.publish_all()

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from ._deadline import Deadline
-from ._models import Endpoint, Outcome, Resolution, ServiceKind, ServicePort
-from ._names import Query
-from ._strategy import Miss
+from kdisco._attempts import Outcome
+from kdisco._deadline import Deadline
+from kdisco._models import Endpoint, Resolution, ServiceKind, ServicePort, choose_port, port_labels
+from kdisco._names import Query
+
+from .base import Miss
+
+if TYPE_CHECKING:
+    from kdisco._notify import Notifier
+    from kdisco._settings import Settings
 
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 # Docker-link names of *another* Service can look like named ports of this one
@@ -64,15 +71,15 @@ class EnvStrategy:
                 "created after the container started, get no variables)",
             )
         ports = self._ports(prefix)
-        chosen = _choose(ports, query.port)
+        chosen, _ = choose_port(ports, query.port)
         if chosen is None:
             if query.port is None:
                 # A ClusterIP Service without ports: the address alone is the answer.
                 return self._resolution(query, host, ports, None)
-            known = ", ".join(_port_label(p) for p in ports) or "none"
             return Miss(
                 Outcome.NO_SUCH_PORT,
-                f"{prefix}_* variables declare no {query.describe_port()} (ports: {known})",
+                f"{prefix}_* variables declare no {query.describe_port()} "
+                f"(ports: {port_labels(ports)})",
             )
         return self._resolution(query, host, ports, chosen)
 
@@ -164,14 +171,10 @@ def _pair(names: list[str], protocols: set[str] | None) -> list[tuple[str | None
     return [(n, paired[n]) for n in names]
 
 
-def _choose(ports: tuple[ServicePort, ...], wanted: int | str | None) -> ServicePort | None:
-    if wanted is None:
-        return ports[0] if ports else None
-    for p in ports:
-        if (isinstance(wanted, str) and p.name == wanted) or p.port == wanted:
-            return p
-    return None
+def from_settings(settings: Settings, notifier: Notifier) -> EnvStrategy:
+    """The registry's factory.
 
-
-def _port_label(p: ServicePort) -> str:
-    return f"{p.name}={p.port}" if p.name else str(p.port)
+    Without POD_NAMESPACE or a service-account file the pod's namespace is unknown;
+    the Discoverer's namespace is then the best guess there is.
+    """
+    return EnvStrategy(settings.environ, namespace=settings.pod_namespace or settings.namespace)

@@ -1,0 +1,37 @@
+"""What each strategy concluded on its turn (a leaf: imports nothing of kdisco).
+
+Errors and answers both carry attempts, so this sits below both.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class Outcome(enum.Enum):
+    """How one strategy's turn in the chain ended."""
+
+    ANSWERED = "answered"
+    NOT_FOUND = "not found"
+    NOT_APPLICABLE = "not applicable"
+    NO_SUCH_PORT = "no such port"
+    NO_READY_ENDPOINTS = "no ready endpoints"
+    DENIED = "access denied"
+    TIMED_OUT = "timed out"
+    FAILED = "failed"
+
+
+@attrs.frozen(kw_only=True)
+class Attempt:
+    """One strategy's turn: what it concluded and why."""
+
+    strategy: str
+    outcome: Outcome
+    reason: str
+    tries: int = 1
+
+    def describe(self) -> str:
+        retried = f", {self.tries} tries" if self.tries > 1 else ""
+        return f"{self.strategy}: {self.outcome.value} ({self.reason}{retried})"

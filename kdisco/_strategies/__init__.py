@@ -1,0 +1,1 @@
+"""The strategies (one module each), their contract and their registry."""

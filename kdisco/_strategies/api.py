@@ -1,0 +1,192 @@
+"""The ``api`` strategy: the Service and its EndpointSlices from kube-apiserver.
+
+All talking to the API is in ``kdisco._k8s``: ``client`` (credentials, transport,
+errors), ``objects`` (JSON → values) and ``informer`` (the shared watch cache).
+This module decides which of them to use for a lookup.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from kdisco._attempts import Outcome
+from kdisco._deadline import Clock, Deadline
+from kdisco._exceptions import TransientError
+from kdisco._k8s.client import Json, KubeClient, pages
+from kdisco._k8s.informer import WatchCache
+from kdisco._k8s.objects import (
+    SERVICE_NAME_LABEL,
+    ServiceInfo,
+    SliceInfo,
+    resolve_info,
+    service_path,
+    slices_path,
+)
+from kdisco._models import Resolution
+from kdisco._names import Query
+from kdisco._notify import Notifier
+from kdisco._policies import WatchCachePolicy
+from kdisco._settings import DEFAULT_SERVICEACCOUNT_DIR, Settings
+from kdisco._validation import as_policy
+
+from .base import Miss
+
+_SLICE_PAGE = 500
+
+
+class ApiStrategy:
+    """Read the Service and every EndpointSlice labelled ``kubernetes.io/service-name``.
+
+    With ``watch`` on (``Discoverer`` turns it on by default), answers come from a
+    shared list+watch cache of the namespace (see ``WatchCachePolicy``): one list and
+    one watch per namespace and resource, no request per lookup. While that cache is
+    not synced (first lookup, broken watch, RBAC without list/watch), the Service and
+    its slices are read directly, as with ``watch`` off.
+
+    ClusterIP (and NodePort, LoadBalancer) Services answer with their ClusterIPs and
+    the Service port; headless Services with each endpoint and its target port;
+    ExternalName Services with the external name. Credentials: in-cluster (token
+    re-read when the file changes) when ``KUBERNETES_SERVICE_HOST`` and the
+    service-account directory are there, else the kubeconfig.
+    """
+
+    name = "api"
+
+    def __init__(
+        self,
+        *,
+        client_factory: Callable[[], KubeClient] | None = None,
+        kubeconfig: Sequence[str] = (),
+        context: str | None = None,
+        serviceaccount_dir: str | Path = DEFAULT_SERVICEACCOUNT_DIR,
+        environ: Mapping[str, str] | None = None,
+        watch: WatchCachePolicy | bool = False,
+        clock: Clock = time.monotonic,
+        notifier: Notifier | None = None,
+    ) -> None:
+        policy = as_policy(watch, WatchCachePolicy, where="watch")
+        self._environ = {} if environ is None else environ
+        self._sa_dir = Path(serviceaccount_dir)
+        self._kubeconfig = tuple(kubeconfig)
+        self._context = context
+        self._factory = client_factory
+        self._lock = threading.Lock()
+        self._client: KubeClient | None = None
+        self._not_applicable: str | None = None
+        self._mode = "injected client" if client_factory else self._pick_mode()
+        #: Where the watch cache publishes changes (a Discoverer listens here).
+        self.notifier = notifier if notifier is not None else Notifier()
+        self._watch: WatchCache | None = (
+            WatchCache(self._api_client, policy, clock, self.notifier) if policy.enabled else None
+        )
+
+    def _pick_mode(self) -> str:
+        if self._environ.get("KUBERNETES_SERVICE_HOST") and (self._sa_dir / "token").is_file():
+            return "in-cluster"
+        if self._kubeconfig:
+            return "kubeconfig"
+        self._not_applicable = (
+            f"no credentials: not in a cluster (no KUBERNETES_SERVICE_HOST with "
+            f"{self._sa_dir}/token) and no kubeconfig (KUBECONFIG unset, no ~/.kube/config)"
+        )
+        return "none"
+
+    def __repr__(self) -> str:
+        return f"ApiStrategy({self._mode})"
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    def _api_client(self) -> KubeClient:
+        with self._lock:
+            if self._client is None:
+                if self._factory is not None:
+                    self._client = self._factory()
+                elif self._mode == "in-cluster":
+                    self._client = KubeClient.in_cluster(self._sa_dir, self._environ)
+                else:
+                    self._client = KubeClient.from_kubeconfig(self._kubeconfig, self._context)
+            return self._client
+
+    @property
+    def watch_cache(self) -> WatchCache | None:
+        return self._watch
+
+    def close(self) -> None:
+        """Stop every watch thread (blocked reads are cut off), then drop the client."""
+        if self._watch is not None:
+            self._watch.stop()
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # -- the strategy ----------------------------------------------------------
+
+    def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        if self._not_applicable is not None:
+            return Miss(Outcome.NOT_APPLICABLE, self._not_applicable)
+        if self._watch is None:
+            return self._direct(query, deadline)
+        cached = self._watch.lookup(query, deadline)
+        if cached is not None:
+            return cached
+        try:
+            return self._direct(query, deadline)
+        except TransientError as exc:
+            problem = self._watch.problem(query.service.namespace) or "first list not done"
+            raise TransientError(f"{exc}; watch cache not synced: {problem}") from exc
+
+    def _direct(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        """GET the Service, then LIST its slices when headless."""
+        ns, name = query.service.namespace, query.service.name
+        client = self._api_client()
+        svc = client.get_json(service_path(ns, name), (), deadline, ("get", "services", ns))
+        if svc is None:
+            return Miss(
+                Outcome.NOT_FOUND,
+                f"the API has no Service {name!r} in namespace {ns!r}",
+            )
+        info = ServiceInfo.from_json(svc)
+        prefer = info.slice_port_name(query.port)
+        return resolve_info(
+            query,
+            info,
+            lambda: [
+                SliceInfo.from_json(sl, prefer) for sl in _list_slices(client, query, deadline)
+            ],
+        )
+
+
+def _list_slices(client: KubeClient, query: Query, deadline: Deadline) -> list[Json]:
+    """Every EndpointSlice of the Service, page by page, within ``deadline``."""
+    ns = query.service.namespace
+    base = [
+        ("labelSelector", f"{SERVICE_NAME_LABEL}={query.service.name}"),
+        ("limit", str(_SLICE_PAGE)),
+    ]
+    what = ("list", "endpointslices.discovery.k8s.io", ns)
+
+    def fetch(token: str | None) -> Json | None:
+        # A missing namespace lists as 200 with no items; a 404 ends the list too.
+        query_args = base + ([("continue", token)] if token else [])
+        return client.get_json(slices_path(ns), query_args, deadline, what)
+
+    return [item for page in pages(fetch) for item in page.get("items") or ()]
+
+
+def from_settings(settings: Settings, notifier: Notifier) -> ApiStrategy:
+    """The registry's factory."""
+    return ApiStrategy(
+        kubeconfig=settings.kubeconfig,
+        context=settings.context,
+        serviceaccount_dir=settings.serviceaccount_dir,
+        environ=settings.environ,
+        watch=settings.api_watch,
+        clock=settings.clock,
+        notifier=notifier,
+    )

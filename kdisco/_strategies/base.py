@@ -1,0 +1,75 @@
+"""The one contract every discovery strategy implements."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import attrs
+
+from kdisco._attempts import Outcome
+from kdisco._deadline import Deadline
+from kdisco._models import Resolution
+from kdisco._names import Query
+
+if TYPE_CHECKING:
+    from kdisco._notify import Notifier
+    from kdisco._settings import Settings
+
+_MISS_OUTCOMES = frozenset(
+    {Outcome.NOT_FOUND, Outcome.NOT_APPLICABLE, Outcome.NO_SUCH_PORT, Outcome.NO_READY_ENDPOINTS}
+)
+
+
+@attrs.frozen
+class Miss:
+    """A strategy's definitive "no answer from me", with the reason.
+
+    ``outcome`` is one of NOT_FOUND, NOT_APPLICABLE, NO_SUCH_PORT, NO_READY_ENDPOINTS.
+    A miss is never retried; the chain moves on to the next strategy.
+    """
+
+    outcome: Outcome = attrs.field()
+    reason: str
+
+    @outcome.validator
+    def _check(self, _: attrs.Attribute[Outcome], value: Outcome) -> None:
+        if value not in _MISS_OUTCOMES:
+            raise ValueError(f"a Miss cannot have outcome {value!r}")
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """One way to find a Service.
+
+    ``lookup`` returns a ``Resolution`` (an answer) or a ``Miss`` (a definitive no, with
+    the reason). It raises ``kdisco.TransientError`` for a failure worth retrying, and
+    ``kdisco.AccessDenied`` when it was refused. Any I/O it does must finish by
+    ``deadline``. ``close()`` releases what the strategy holds (threads, connections);
+    a strategy without any may leave it out. The chain that calls strategies in order
+    knows nothing else about them.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss: ...
+
+
+class StrategyFactory(Protocol):
+    """What the registry (and the ``kdisco.strategies`` entry point group) holds:
+    ``factory(settings, notifier) -> Strategy``.
+
+    ``settings`` is the ``Discoverer``'s resolved configuration (its ``environ`` is
+    where a strategy reads its own variables); ``notifier`` is where a strategy that
+    learns of changes publishes them (``notifier.publish(namespace, name)``), so
+    ``kdisco.watch()`` wakes at once.
+    """
+
+    def __call__(self, settings: Settings, notifier: Notifier, /) -> Strategy: ...
+
+
+def close_strategy(strategy: object) -> None:
+    """Call ``strategy.close()`` when it has one (it is optional in the contract)."""
+    close = getattr(strategy, "close", None)
+    if callable(close):
+        close()

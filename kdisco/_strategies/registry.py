@@ -1,0 +1,87 @@
+"""Which strategy a name stands for: the built-ins, then the ``kdisco.strategies`` entry points.
+
+A package adds a strategy by declaring an entry point in that group, naming a
+factory ``factory(settings, notifier) -> Strategy``::
+
+    [project.entry-points."kdisco.strategies"]
+    consul = "kdisco_consul:ConsulStrategy.from_settings"
+
+It is then usable by name in ``Discoverer(strategies=[...])``, ``KDISCO_STRATEGIES``
+and ``kdisco resolve --strategies``. Built-in modules are imported only when their
+strategy is used, so a DNS-only process never loads the API machinery.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from typing import TYPE_CHECKING, cast
+
+from kdisco._exceptions import ConfigurationError
+
+from .base import Strategy, StrategyFactory
+
+if TYPE_CHECKING:
+    from kdisco._notify import Notifier
+    from kdisco._settings import Settings
+
+ENTRY_POINT_GROUP = "kdisco.strategies"
+
+#: Built-in strategy name -> module whose ``from_settings`` builds it.
+BUILTIN = {
+    "static": "kdisco._strategies.static",
+    "dns": "kdisco._strategies.dns",
+    "env": "kdisco._strategies.env",
+    "api": "kdisco._strategies.api",
+}
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_names() -> list[str]:
+    """Every strategy name that can be used here: built-ins first, then plugins."""
+    return list(BUILTIN) + sorted(set(_entry_points()) - set(BUILTIN))
+
+
+def factory(name: str, *, where: str = "strategies") -> StrategyFactory:
+    """The factory for ``name``; ConfigurationError listing the known names if none."""
+    key = name.strip().lower()
+    module = BUILTIN.get(key)
+    if module is not None:
+        return cast(StrategyFactory, importlib.import_module(module).from_settings)
+    found = _entry_points().get(key)
+    if found is None:
+        raise ConfigurationError(
+            f"{where}: unknown strategy {name!r} (known: {', '.join(known_names())}; "
+            f"other packages add strategies through the {ENTRY_POINT_GROUP!r} entry point group)"
+        )
+    try:
+        loaded = found.load()
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{where}: strategy {name!r} from {found.value!r} failed to load: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not callable(loaded):
+        raise ConfigurationError(f"{where}: entry point {found.value!r} is not callable")
+    return cast(StrategyFactory, loaded)
+
+
+def build(item: str | Strategy, settings: Settings, notifier: Notifier, *, where: str) -> Strategy:
+    """A strategy from a name (through its factory) or an object given in code."""
+    if isinstance(item, str):
+        strategy = factory(item, where=where)(settings, notifier)
+        if not isinstance(strategy, Strategy):
+            raise ConfigurationError(
+                f"{where}: the factory of strategy {item!r} returned {strategy!r}, "
+                "not an object with .name and .lookup(query, deadline)"
+            )
+        return strategy
+    if isinstance(item, Strategy):
+        return item
+    raise ConfigurationError(
+        f"strategy {item!r} is neither a name ({', '.join(known_names())}) "
+        "nor an object with .name and .lookup(query, deadline)"
+    )

@@ -1,0 +1,64 @@
+"""Checks shared by every setting and policy, so each rule has one wording."""
+
+from __future__ import annotations
+
+import math
+from typing import TypeVar
+
+from ._exceptions import ConfigurationError
+
+P = TypeVar("P")
+
+#: Past this a timeout is no bound at all, and ``socket.settimeout`` overflows on it.
+MAX_SECONDS = 86400.0 * 365
+
+
+def parse_timeout(value: object, *, where: str = "timeout") -> float:
+    """A positive, finite number of seconds (a str is parsed, as env vars are)."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigurationError(f"{where}={value!r} is not a number of seconds") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{where} must be a number of seconds, not {value!r}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigurationError(
+            f"{where} must be a positive, finite number of seconds, not {value!r}"
+        )
+    if seconds > MAX_SECONDS:
+        raise ConfigurationError(f"{where}={value!r} is over a year; use at most {MAX_SECONDS:g}")
+    return seconds
+
+
+def check_non_negative(policy: object, *names: str) -> None:
+    """Every named attribute of ``policy`` is a real number >= 0 (not a bool, not NaN)."""
+    kind = type(policy).__name__
+    for name in names:
+        value = getattr(policy, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (value >= 0 and not math.isnan(value))
+        ):
+            raise ConfigurationError(f"{kind}.{name} must be a number >= 0, not {value!r}")
+
+
+def as_policy(value: object, cls: type[P], *, where: str) -> P:
+    """``True``/``False`` as ``cls(enabled=...)``, an instance as it is, else an error."""
+    if isinstance(value, bool):
+        made: P = cls(enabled=value)  # type: ignore[call-arg]
+        return made
+    if isinstance(value, cls):
+        return value
+    raise ConfigurationError(f"{where} must be a bool or a {cls.__name__}, not {value!r}")
+
+
+def check_positive_int(policy: object, *names: str) -> None:
+    """Every named attribute of ``policy`` is an int >= 1 (not a bool)."""
+    kind = type(policy).__name__
+    for name in names:
+        value = getattr(policy, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{kind}.{name} must be an int >= 1, not {value!r}")
