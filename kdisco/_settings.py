@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
@@ -24,10 +24,8 @@ from ._exceptions import ConfigurationError, InvalidServiceName
 from ._k8s.kubeconfig import kubeconfig_namespace, kubeconfig_paths
 from ._names import check_cluster_domain, check_namespace
 from ._policies import CachePolicy, RetryPolicy, Sleep, WatchCachePolicy
+from ._strategies.base import Strategy
 from ._validation import as_policy, parse_timeout
-
-if TYPE_CHECKING:
-    from ._strategies.base import Strategy
 
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_TIMEOUT = 5.0

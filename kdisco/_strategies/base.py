@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import attrs
 
@@ -10,10 +10,6 @@ from kdisco._attempts import Outcome
 from kdisco._deadline import Deadline
 from kdisco._models import Resolution
 from kdisco._names import Query
-
-if TYPE_CHECKING:
-    from kdisco._notify import Notifier
-    from kdisco._settings import Settings
 
 _MISS_OUTCOMES = frozenset(
     {Outcome.NOT_FOUND, Outcome.NOT_APPLICABLE, Outcome.NO_SUCH_PORT, Outcome.NO_READY_ENDPOINTS}
@@ -53,19 +49,6 @@ class Strategy(Protocol):
     def name(self) -> str: ...
 
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss: ...
-
-
-class StrategyFactory(Protocol):
-    """What the registry (and the ``kdisco.strategies`` entry point group) holds:
-    ``factory(settings, notifier) -> Strategy``.
-
-    ``settings`` is the ``Discoverer``'s resolved configuration (its ``environ`` is
-    where a strategy reads its own variables); ``notifier`` is where a strategy that
-    learns of changes publishes them (``notifier.publish(namespace, name)``), so
-    ``kdisco.watch()`` wakes at once.
-    """
-
-    def __call__(self, settings: Settings, notifier: Notifier, /) -> Strategy: ...
 
 
 def close_strategy(strategy: object) -> None:

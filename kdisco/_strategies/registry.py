@@ -15,17 +15,29 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from kdisco._exceptions import ConfigurationError
+from kdisco._notify import Notifier
+from kdisco._settings import Settings
 
-from .base import Strategy, StrategyFactory
-
-if TYPE_CHECKING:
-    from kdisco._notify import Notifier
-    from kdisco._settings import Settings
+from .base import Strategy
 
 ENTRY_POINT_GROUP = "kdisco.strategies"
+
+
+class StrategyFactory(Protocol):
+    """What the registry (and the ``kdisco.strategies`` entry point group) holds:
+    ``factory(settings, notifier) -> Strategy``.
+
+    ``settings`` is the ``Discoverer``'s resolved configuration (its ``environ`` is
+    where a strategy reads its own variables); ``notifier`` is where a strategy that
+    learns of changes publishes them (``notifier.publish(namespace, name)``), so
+    ``kdisco.watch()`` wakes at once.
+    """
+
+    def __call__(self, settings: Settings, notifier: Notifier, /) -> Strategy: ...
+
 
 #: Built-in strategy name -> module whose ``from_settings`` builds it.
 BUILTIN = {
