@@ -24,8 +24,9 @@ class RetryPolicy:
 
     initial: float = 0.05
     maximum: float = 1.0
-    sleep: Sleep = time.sleep
-    rng: Callable[[], float] = random.random
+    # Injection points for tests, not part of the policy's value.
+    sleep: Sleep = attrs.field(default=time.sleep, eq=False)
+    rng: Callable[[], float] = attrs.field(default=random.random, eq=False)
 
     def __attrs_post_init__(self) -> None:
         check_non_negative(self, "initial", "maximum")

@@ -15,6 +15,7 @@ MAX_SECONDS = 86400.0 * 365
 
 def parse_timeout(value: object, *, where: str = "timeout") -> float:
     """A positive, finite number of seconds (a str is parsed, as env vars are)."""
+    original = value
     if isinstance(value, str):
         try:
             value = float(value)
@@ -25,10 +26,12 @@ def parse_timeout(value: object, *, where: str = "timeout") -> float:
     seconds = float(value)
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigurationError(
-            f"{where} must be a positive, finite number of seconds, not {value!r}"
+            f"{where} must be a positive, finite number of seconds, not {original!r}"
         )
     if seconds > MAX_SECONDS:
-        raise ConfigurationError(f"{where}={value!r} is over a year; use at most {MAX_SECONDS:g}")
+        raise ConfigurationError(
+            f"{where}={original!r} is over a year; use at most {MAX_SECONDS:g}"
+        )
     return seconds
 
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -953,21 +954,24 @@ def test_fixtures_are_apiserver_shaped() -> None:
     )
 
 
-def test_a_trickling_response_is_cut_at_the_deadline() -> None:
-    # urllib3's read timeout bounds each recv(), not the body: a server that sends one
-    # byte at a time would otherwise hold the caller until it is done. Done or not,
-    # the deadline ends the call: an answer arriving after it would be a bug.
+@pytest.mark.parametrize("part", ["body", "headers"])
+def test_a_trickling_response_is_cut_at_the_deadline(part: str) -> None:
+    # urllib3's read timeout bounds each recv(), not a response: a server that sends one
+    # byte at a time would otherwise hold the caller until it is done, headers (the
+    # cut-off must already be armed while they arrive) or body. Done or not, the
+    # deadline ends the call: an answer arriving after it would be a bug.
     body = b'{"kind":"Service","spec":{"clusterIP":"10.96.0.9","ports":[{"port":80}]}}'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(
+        body
+    )
     stop = threading.Event()
 
     def trickle(conn: socket.socket) -> None:
         with conn:
             conn.recv(65536)
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(body)
-            )
-            for byte in body:
+            if part == "body":
+                conn.sendall(head)
+            for byte in (head + body) if part == "headers" else body:
                 if stop.wait(0.05):
                     return
                 try:
@@ -992,9 +996,48 @@ def test_a_trickling_response_is_cut_at_the_deadline() -> None:
             client_factory=lambda: client_for(f"http://127.0.0.1:{port}"), watch=False
         )
         d = Discoverer(strategies=[api], namespace="shop", environ={}, timeout=0.5)
+        started = time.monotonic()
         with pytest.raises(DiscoveryTimeout) as info:
             d.discover("web")
-        assert "IncompleteRead" in str(info.value) or "deadline" in str(info.value)
+        # Not a speed figure: the whole response would take 5 s or more to trickle in;
+        # the bound says the deadline (0.5 s), not the server, ended the call.
+        assert time.monotonic() - started < 2.0
+        assert "deadline" in str(info.value)
     finally:
         stop.set()
         listener.close()
+
+
+def test_direct_reads_start_no_thread_per_request(
+    api: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each request's deadline is kept by one process-wide cut-off thread, never a
+    # thread (or Timer) of its own.
+    api.serve_service(load("service-clusterip.json"))
+    started: list[str] = []
+    original_start = threading.Thread.start
+
+    def counting_start(self: threading.Thread) -> None:
+        if threading.current_thread() is threading.main_thread():
+            started.append(self.name)  # the server's own threads start in its thread
+        original_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    strategy = ApiStrategy(client_factory=lambda: client_for(api.url), watch=False)
+
+    def ours() -> list[threading.Thread]:
+        # The test server runs a thread per connection; those are not kdisco's.
+        return [t for t in threading.enumerate() if "process_request" not in t.name]
+
+    with Discoverer(strategies=[strategy], environ={}, cache=False) as d:
+        d.discover("payments.billing")
+        before = ours()
+        started.clear()
+        for _ in range(50):
+            d.discover("payments.billing")
+        assert started == []
+        assert ours() == before
+    assert len(api.requests) == 51
+    assert [t.name for t in threading.enumerate() if t.name.startswith("kdisco")] == [
+        "kdisco-cutoff"
+    ]

@@ -10,6 +10,7 @@ import pytest
 
 import kdisco
 from kdisco import CachePolicy, Endpoint, Freshness, Miss, Outcome, Resolution, ServiceKind
+from kdisco._cache import AnswerCache
 from kdisco.testing import FakeResolver
 
 from ._helpers_chain import FakeClock, Scripted
@@ -351,3 +352,62 @@ def test_bool_and_int_arguments_do_not_share_cache_entries() -> None:
     d.discover("web", include_not_ready=True)
     with pytest.raises(kdisco.InvalidServiceName):
         d.discover("web", include_not_ready=1)  # type: ignore[arg-type]
+
+
+# -- bounded --------------------------------------------------------------------------
+
+
+def cached_answer(name: str, clock: FakeClock, ttl: float | None = 5.0) -> Resolution:
+    return Resolution(
+        service=kdisco.ServiceRef(name=name, namespace="default"),
+        kind=ServiceKind.CLUSTER_IP,
+        endpoints=(Endpoint(host="192.0.2.1", port=80),),
+        source="fake-dns",
+        ttl=ttl,
+        freshness=Freshness(clock=clock, fetched_at=clock.now),
+    )
+
+
+def test_the_cache_never_holds_more_than_max_entries() -> None:
+    # Names from user input (or typos) must not grow memory without bound.
+    clock = FakeClock()
+    cache = AnswerCache(CachePolicy(max_entries=1000), clock)
+    for i in range(20_000):
+        cache.put(f"svc-{i}", cached_answer(f"svc-{i}", clock))
+        assert len(cache) <= 1000
+    # The newest answers are the ones kept.
+    assert cache.get("svc-19999") is not None
+    assert cache.get("svc-0") is None
+
+
+def test_expired_answers_are_purged_even_when_not_full() -> None:
+    clock = FakeClock()
+    cache = AnswerCache(CachePolicy(max_ttl=30, max_stale=300), clock)
+    for i in range(100):
+        cache.put(f"svc-{i}", cached_answer(f"svc-{i}", clock))
+    assert len(cache) == 100
+    # Past the TTL but within max_stale: still kept, to be served stale if need be.
+    clock.advance(120)
+    cache.put("fresh-1", cached_answer("fresh-1", clock))
+    assert len(cache) == 101
+    # An hour later they can serve no purpose at all: the next write purges them.
+    clock.advance(3600)
+    cache.put("fresh-2", cached_answer("fresh-2", clock))
+    assert len(cache) == 1
+
+
+def test_max_entries_is_validated() -> None:
+    for bad in (0, -1, True, 2.5, "10"):
+        with pytest.raises(kdisco.ConfigurationError, match="max_entries"):
+            CachePolicy(max_entries=bad)  # type: ignore[arg-type]
+
+
+def test_a_discoverer_keeps_its_cache_bounded() -> None:
+    clock = FakeClock()
+    d, s = make(answer(ttl=30.0), clock=clock, cache=CachePolicy(max_entries=50))
+    for i in range(500):
+        d.discover(f"web.ns{i}")
+    d.discover("web.ns499")  # recent: still cached
+    assert len(s.calls) == 500
+    d.discover("web.ns0")  # long since dropped to stay within 50: asked again
+    assert len(s.calls) == 501
