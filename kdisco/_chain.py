@@ -280,11 +280,39 @@ def run_sync(
     """Drive one discovery to an answer or to the error that explains why there is none."""
     run = ChainRun(strategies, query, deadline)
     while (step := run.next_step()) is not None:
-        retrying = _retrying(retry, step.deadline)
-        try:
-            result = retrying(step.strategy.lookup, step.query, step.deadline)
-        except Exception as exc:
-            run.record_error(step, exc, retrying.statistics.get("attempt_number", 1))
+        result, error, tries = _try_sync(step, retry)
+        if error is not None:
+            run.record_error(step, error, tries)
         else:
-            run.record_result(step, result, retrying.statistics.get("attempt_number", 1))
+            run.record_result(step, result, tries)
     return run.result()
+
+
+def _try_sync(step: Step, retry: RetryPolicy) -> tuple[object, BaseException | None, int]:
+    """One strategy's turn: (result, None, tries) or (None, error, tries).
+
+    The first try is a plain call: most turns end there, and they need not pay for
+    the retry machinery. Only a transient failure hands over to tenacity, which
+    retries it with backoff inside the step's deadline.
+    """
+    try:
+        return step.strategy.lookup(step.query, step.deadline), None, 1
+    except TransientError as exc:
+        first: BaseException = exc
+    except Exception as exc:
+        return None, exc, 1
+    retrying = _retrying(retry, step.deadline)
+    calls = 0
+
+    def attempt() -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise first  # the try already made, so tenacity counts and waits from it
+        return step.strategy.lookup(step.query, step.deadline)
+
+    try:
+        result = retrying(attempt)
+    except Exception as exc:
+        return None, exc, retrying.statistics.get("attempt_number", calls)
+    return result, None, retrying.statistics.get("attempt_number", calls)

@@ -6,6 +6,10 @@ connected to. The only connections are to the lab's own 127.0.0.1 ports.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -299,6 +303,42 @@ class TestInCluster:
         assert (err.verb, err.resource, err.namespace) == ("get", "services", other)
         assert "forbidden" in str(err)
         assert other in str(err)
+
+    @pytest.mark.parametrize("watch", [False, True], ids=["direct", "watch-cache"])
+    def test_in_a_pod_nothing_of_the_kubernetes_package_is_imported(
+        self, lab_info: Any, creds: Path, app: str, tmp_path: Path, watch: bool
+    ) -> None:
+        # In-cluster credentials are a token file, a CA and two variables: urllib3
+        # does the rest (issue 13). A fresh interpreter proves what a pod would load.
+        script = (
+            "import json, sys, kdisco\n"
+            f"d = kdisco.Discoverer(strategies=['api'], api_watch={watch})\n"
+            "res = d.discover('db', port='postgres')\n"
+            "again = d.discover('web')\n"
+            "d.close()\n"
+            "print(json.dumps({'hosts': sorted(ep.host for ep in res),"
+            " 'modules': sorted(sys.modules)}))\n"
+        )
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(tmp_path),  # no ~/.kube/config to fall back on
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": api_port(lab_info),
+            "KDISCO_SERVICEACCOUNT_DIR": str(creds),
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        found = json.loads(out.splitlines()[-1])
+        assert found["hosts"] == sorted(host for host, _ in DB_READY)
+        assert [m for m in found["modules"] if m.split(".")[0] == "kubernetes"] == []
+        assert "urllib3" in found["modules"]
 
     def test_rewritten_token_file_is_picked_up(
         self, lab_info: Any, cluster: Cluster, creds: Path, app: str
