@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from kubernetes import client as k8s
 
@@ -40,7 +41,7 @@ from kdisco import (
 )
 from kdisco._chain import run_sync
 from kdisco._k8s.client import KubeClient, TokenFile
-from kdisco._k8s.objects import service_ports
+from kdisco._k8s.objects import ENDPOINT_FIELDS, service_ports
 from kdisco._strategies.api import ApiStrategy
 from tests._helpers_api import (
     FakeApiServer,
@@ -1041,3 +1042,35 @@ def test_direct_reads_start_no_thread_per_request(
     assert [t.name for t in threading.enumerate() if t.name.startswith("kdisco")] == [
         "kdisco-cutoff"
     ]
+
+
+def test_the_fast_endpoint_builder_agrees_with_the_constructor() -> None:
+    # The ingest loop fills Endpoint's slots directly (see kdisco._k8s.objects); it must
+    # know every field, and build exactly what the keyword constructor builds.
+    assert tuple(a.name for a in attrs.fields(Endpoint)) == ENDPOINT_FIELDS
+    raw = {
+        "addresses": ["192.0.2.5"],
+        "conditions": {"ready": False, "serving": True, "terminating": True},
+        "hostname": "db-0",
+        "targetRef": {"kind": "Pod", "name": "db-0"},
+        "nodeName": "node-a",
+        "zone": "z1",
+    }
+    sl = {"metadata": {"name": "s"}, "addressType": "IPv4", "endpoints": [raw], "ports": []}
+    (built,) = merge_slices([sl], None)
+    expected = Endpoint(
+        host="192.0.2.5",
+        port=None,
+        ready=False,
+        serving=True,
+        terminating=True,
+        hostname="db-0",
+        pod="db-0",
+        node="node-a",
+        zone="z1",
+    )
+    assert built == expected
+    assert hash(built) == hash(expected)
+    assert repr(built) == repr(expected)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        built.host = "192.0.2.6"  # type: ignore[misc]
