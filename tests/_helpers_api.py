@@ -256,6 +256,43 @@ def client_for(url: str) -> KubeClient:
     return KubeClient.for_url(url)
 
 
+def write_kubeconfig(
+    path: Path,
+    server: str = "http://127.0.0.1:1",
+    *,
+    token: str = "kubeconfig-token",
+    namespace: str = "from-kubeconfig",
+) -> Path:
+    """A kubeconfig with a token user and two contexts: ``lab`` (current, in
+    ``namespace``) and ``other`` (in ``other-context``)."""
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster:
+    server: {server}
+contexts:
+- name: lab
+  context:
+    cluster: lab
+    user: dev
+    namespace: {namespace}
+- name: other
+  context:
+    cluster: lab
+    user: dev
+    namespace: other-context
+current-context: lab
+users:
+- name: dev
+  user:
+    token: {token}
+"""
+    )
+    return path
+
+
 def resolve_service(
     query: Query, svc: Json, list_slices: Callable[[], list[Json]]
 ) -> Resolution | Miss:

@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,29 +48,14 @@ from tests._helpers_api import (
     Json,
     Reply,
     client_for,
-    fake_apiserver,
     load,
     merge_slices,
     resolve_service,
     service_path,
     slice_items,
     slices_path,
+    write_kubeconfig,
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The kubernetes client honours proxy variables; a proxy must never see these
-    # requests, which are only meant for the test's own 127.0.0.1 server.
-    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("all_proxy", raising=False)
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApiServer]:
-    with fake_apiserver() as server:
-        yield server
 
 
 def query(
@@ -527,36 +512,36 @@ def deadline(seconds: float = 5.0) -> Deadline:
     return Deadline(seconds)
 
 
-def test_lookup_cluster_ip_reads_only_the_service(api: FakeApiServer) -> None:
-    api.serve_service(load("service-clusterip.json"))
-    strategy = strategy_for(api)
+def test_lookup_cluster_ip_reads_only_the_service(server: FakeApiServer) -> None:
+    server.serve_service(load("service-clusterip.json"))
+    strategy = strategy_for(server)
     try:
         res = answer(strategy.lookup(query("payments", "billing", "http"), deadline()))
     finally:
         strategy.close()
     assert res.endpoints == (Endpoint(host="10.96.12.34", port=80),)
-    assert api.paths() == [service_path("billing", "payments")]
+    assert server.paths() == [service_path("billing", "payments")]
 
 
-def test_lookup_headless_pages_through_every_slice(api: FakeApiServer) -> None:
-    api.serve_service(load("service-headless.json"))
+def test_lookup_headless_pages_through_every_slice(server: FakeApiServer) -> None:
+    server.serve_service(load("service-headless.json"))
     # One slice per page: the strategy must follow ``continue`` to the end.
-    api.serve_slices("streaming", "kafka", load("endpointslices-headless.json"), page_size=1)
-    strategy = strategy_for(api)
+    server.serve_slices("streaming", "kafka", load("endpointslices-headless.json"), page_size=1)
+    strategy = strategy_for(server)
     try:
         res = answer(strategy.lookup(query("kafka", "streaming"), deadline()))
     finally:
         strategy.close()
     assert hosts(res) == KAFKA_READY
-    lists = [r for r in api.requests if r.path == slices_path("streaming")]
+    lists = [r for r in server.requests if r.path == slices_path("streaming")]
     assert [r.query.get("continue") for r in lists] == [None, ["1"], ["2"], ["3"]]
     assert {r.query["labelSelector"][0] for r in lists} == {"kubernetes.io/service-name=kafka"}
     assert all(r.query["limit"] == ["500"] for r in lists)
 
 
-def test_lookup_missing_service_is_not_found(api: FakeApiServer) -> None:
-    api.route(service_path("billing", "nope"), Reply(404, load("status-404-service.json")))
-    strategy = strategy_for(api)
+def test_lookup_missing_service_is_not_found(server: FakeApiServer) -> None:
+    server.route(service_path("billing", "nope"), Reply(404, load("status-404-service.json")))
+    strategy = strategy_for(server)
     try:
         result = miss(strategy.lookup(query("nope", "billing"), deadline()))
     finally:
@@ -566,9 +551,11 @@ def test_lookup_missing_service_is_not_found(api: FakeApiServer) -> None:
     assert "'billing'" in result.reason
 
 
-def test_lookup_forbidden_service_names_the_missing_permission(api: FakeApiServer) -> None:
-    api.route(service_path("billing", "payments"), Reply(403, load("status-403-get-services.json")))
-    strategy = strategy_for(api)
+def test_lookup_forbidden_service_names_the_missing_permission(server: FakeApiServer) -> None:
+    server.route(
+        service_path("billing", "payments"), Reply(403, load("status-403-get-services.json"))
+    )
+    strategy = strategy_for(server)
     try:
         with pytest.raises(AccessDenied) as caught:
             strategy.lookup(query("payments", "billing"), deadline())
@@ -589,10 +576,10 @@ def test_lookup_forbidden_service_names_the_missing_permission(api: FakeApiServe
     assert "system:serviceaccount:billing:checkout" in text
 
 
-def test_lookup_forbidden_slices_names_the_api_group(api: FakeApiServer) -> None:
-    api.serve_service(load("service-headless.json"))
-    api.route(slices_path("streaming"), Reply(403, load("status-403-list-endpointslices.json")))
-    strategy = strategy_for(api)
+def test_lookup_forbidden_slices_names_the_api_group(server: FakeApiServer) -> None:
+    server.serve_service(load("service-headless.json"))
+    server.route(slices_path("streaming"), Reply(403, load("status-403-list-endpointslices.json")))
+    strategy = strategy_for(server)
     try:
         with pytest.raises(AccessDenied) as caught:
             strategy.lookup(query("kafka", "streaming"), deadline())
@@ -608,9 +595,9 @@ def test_lookup_forbidden_slices_names_the_api_group(api: FakeApiServer) -> None
     assert "resources ['endpointslices']" in str(err)
 
 
-def test_lookup_unauthorized_is_access_denied_401(api: FakeApiServer) -> None:
-    api.route(service_path("billing", "payments"), Reply(401, load("status-401.json")))
-    strategy = strategy_for(api)
+def test_lookup_unauthorized_is_access_denied_401(server: FakeApiServer) -> None:
+    server.route(service_path("billing", "payments"), Reply(401, load("status-401.json")))
+    strategy = strategy_for(server)
     try:
         with pytest.raises(AccessDenied) as caught:
             strategy.lookup(query("payments", "billing"), deadline())
@@ -621,10 +608,10 @@ def test_lookup_unauthorized_is_access_denied_401(api: FakeApiServer) -> None:
 
 
 @pytest.mark.parametrize("body", ["status-500.json", "status-429.json"])
-def test_lookup_server_errors_are_transient(api: FakeApiServer, body: str) -> None:
+def test_lookup_server_errors_are_transient(server: FakeApiServer, body: str) -> None:
     status = load(body)["code"]
-    api.route(service_path("billing", "payments"), Reply(status, load(body)))
-    strategy = strategy_for(api)
+    server.route(service_path("billing", "payments"), Reply(status, load(body)))
+    strategy = strategy_for(server)
     try:
         with pytest.raises(TransientError, match=f"HTTP {status}"):
             strategy.lookup(query("payments", "billing"), deadline())
@@ -633,16 +620,16 @@ def test_lookup_server_errors_are_transient(api: FakeApiServer, body: str) -> No
 
 
 @pytest.mark.parametrize("body", ["status-500.json", "status-429.json"])
-def test_chain_retries_server_errors_then_answers(api: FakeApiServer, body: str) -> None:
+def test_chain_retries_server_errors_then_answers(server: FakeApiServer, body: str) -> None:
     status = load(body)["code"]
-    api.route(
+    server.route(
         service_path("billing", "payments"),
         Reply(status, load(body), {"Retry-After": "1"}),
         Reply(status, load(body)),
         Reply(200, load("service-clusterip.json")),
     )
     slept: list[float] = []
-    strategy = strategy_for(api)
+    strategy = strategy_for(server)
     try:
         res = run_sync(
             [strategy],
@@ -653,7 +640,7 @@ def test_chain_retries_server_errors_then_answers(api: FakeApiServer, body: str)
     finally:
         strategy.close()
     assert res.endpoints == (Endpoint(host="10.96.12.34", port=80),)
-    assert api.paths() == [service_path("billing", "payments")] * 3
+    assert server.paths() == [service_path("billing", "payments")] * 3
     assert slept == [0.05, 0.1]
 
 
@@ -698,22 +685,22 @@ def test_chain_gives_up_on_refused_connections_inside_the_deadline() -> None:
     assert isinstance(caught.value.__cause__, TransientError)
 
 
-def test_lookup_with_no_time_left_sends_nothing(api: FakeApiServer) -> None:
-    api.serve_service(load("service-clusterip.json"))
-    strategy = strategy_for(api)
+def test_lookup_with_no_time_left_sends_nothing(server: FakeApiServer) -> None:
+    server.serve_service(load("service-clusterip.json"))
+    strategy = strategy_for(server)
     try:
         with pytest.raises(TransientError, match="no time left"):
             strategy.lookup(query("payments", "billing"), Deadline(0.0))
     finally:
         strategy.close()
-    assert api.requests == []
+    assert server.requests == []
 
 
 @pytest.mark.parametrize("body", [b"<html>gateway</html>", b"[1, 2]"])
-def test_lookup_non_object_json_is_transient(api: FakeApiServer, body: bytes) -> None:
+def test_lookup_non_object_json_is_transient(server: FakeApiServer, body: bytes) -> None:
     # A proxy or load balancer in front of the apiserver can answer 200 with HTML.
-    api.route(service_path("billing", "payments"), Reply(200, body))
-    strategy = strategy_for(api)
+    server.route(service_path("billing", "payments"), Reply(200, body))
+    strategy = strategy_for(server)
     try:
         with pytest.raises(TransientError):
             strategy.lookup(query("payments", "billing"), deadline())
@@ -721,12 +708,12 @@ def test_lookup_non_object_json_is_transient(api: FakeApiServer, body: bytes) ->
         strategy.close()
 
 
-def test_close_drops_the_client_and_the_next_lookup_builds_a_new_one(api: FakeApiServer) -> None:
-    api.serve_service(load("service-clusterip.json"))
+def test_close_drops_the_client_and_the_next_lookup_builds_a_new_one(server: FakeApiServer) -> None:
+    server.serve_service(load("service-clusterip.json"))
     built: list[Any] = []
 
     def factory() -> Any:
-        built.append(client_for(api.url))
+        built.append(client_for(server.url))
         return built[-1]
 
     strategy = ApiStrategy(client_factory=factory)
@@ -833,15 +820,15 @@ def test_in_cluster_client_without_ca_is_a_configuration_error(tmp_path: Path) -
         KubeClient.in_cluster(sa, IN_CLUSTER_ENV)
 
 
-def test_in_cluster_mode_sends_the_current_token(api: FakeApiServer, tmp_path: Path) -> None:
+def test_in_cluster_mode_sends_the_current_token(server: FakeApiServer, tmp_path: Path) -> None:
     sa = serviceaccount(tmp_path, "token-one")
-    api.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"))
 
     def factory() -> Any:
         # The real in-cluster client, re-aimed at the plain-HTTP test server: the
         # apiserver address in the environment is data only, never contacted.
         api_client = KubeClient.in_cluster(sa, IN_CLUSTER_ENV)
-        api_client.base_url = api.url
+        api_client.base_url = server.url
         return api_client
 
     strategy = ApiStrategy(client_factory=factory)
@@ -851,7 +838,7 @@ def test_in_cluster_mode_sends_the_current_token(api: FakeApiServer, tmp_path: P
         strategy.lookup(query("payments", "billing"), deadline())
     finally:
         strategy.close()
-    assert [r.headers.get("authorization") for r in api.requests] == [
+    assert [r.headers.get("authorization") for r in server.requests] == [
         "Bearer token-one",
         "Bearer token-two",
     ]
@@ -882,40 +869,17 @@ def test_no_credentials_is_not_applicable_without_io(
     assert "token" in result.reason
 
 
-def write_kubeconfig(path: Path, server: str, token: str) -> None:
-    path.write_text(
-        f"""apiVersion: v1
-kind: Config
-clusters:
-- name: lab
-  cluster:
-    server: {server}
-contexts:
-- name: lab
-  context:
-    cluster: lab
-    user: dev
-    namespace: billing
-current-context: lab
-users:
-- name: dev
-  user:
-    token: {token}
-"""
-    )
-
-
 def default_configuration_state() -> tuple[object, str]:
     return k8s.Configuration._default, k8s.Configuration.get_default_copy().host
 
 
 def test_kubeconfig_mode_leaves_the_global_default_alone(
-    api: FakeApiServer, tmp_path: Path
+    server: FakeApiServer, tmp_path: Path
 ) -> None:
     before = default_configuration_state()
     kubeconfig = tmp_path / "config"
-    write_kubeconfig(kubeconfig, api.url, "kubeconfig-token")
-    api.serve_service(load("service-clusterip.json"))
+    write_kubeconfig(kubeconfig, server.url, token="kubeconfig-token")
+    server.serve_service(load("service-clusterip.json"))
     strategy = ApiStrategy(kubeconfig=[str(kubeconfig)], environ={})
     assert strategy.mode == "kubeconfig"
     try:
@@ -923,7 +887,7 @@ def test_kubeconfig_mode_leaves_the_global_default_alone(
     finally:
         strategy.close()
     assert hosts(res) == ["10.96.12.34"]
-    assert api.requests[0].headers.get("authorization") == "Bearer kubeconfig-token"
+    assert server.requests[0].headers.get("authorization") == "Bearer kubeconfig-token"
     assert default_configuration_state() == before
 
 
@@ -1010,11 +974,11 @@ def test_a_trickling_response_is_cut_at_the_deadline(part: str) -> None:
 
 
 def test_direct_reads_start_no_thread_per_request(
-    api: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+    server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each request's deadline is kept by one process-wide cut-off thread, never a
     # thread (or Timer) of its own.
-    api.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"))
     started: list[str] = []
     original_start = threading.Thread.start
 
@@ -1024,7 +988,7 @@ def test_direct_reads_start_no_thread_per_request(
         original_start(self)
 
     monkeypatch.setattr(threading.Thread, "start", counting_start)
-    strategy = ApiStrategy(client_factory=lambda: client_for(api.url), watch=False)
+    strategy = ApiStrategy(client_factory=lambda: client_for(server.url), watch=False)
 
     def ours() -> list[threading.Thread]:
         # The test server runs a thread per connection; those are not kdisco's.
@@ -1038,7 +1002,7 @@ def test_direct_reads_start_no_thread_per_request(
             d.discover("payments.billing")
         assert started == []
         assert ours() == before
-    assert len(api.requests) == 51
+    assert len(server.requests) == 51
     assert [t.name for t in threading.enumerate() if t.name.startswith("kdisco")] == [
         "kdisco-cutoff"
     ]
@@ -1073,4 +1037,4 @@ def test_the_fast_endpoint_builder_agrees_with_the_constructor() -> None:
     assert hash(built) == hash(expected)
     assert repr(built) == repr(expected)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        built.host = "192.0.2.6"  # type: ignore[misc]
+        built.host = "192.0.2.6"

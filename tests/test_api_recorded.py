@@ -10,7 +10,7 @@ the files are read from disk (and, in the last tests, served from 127.0.0.1).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,6 @@ from tests._helpers_api import (
     FakeApiServer,
     Reply,
     client_for,
-    fake_apiserver,
     merge_slices,
     resolve_service,
     slices_path,
@@ -510,16 +509,6 @@ def test_404_is_not_an_error() -> None:
 # -- the same recordings through the strategy over HTTP (127.0.0.1, served by this test) ---
 
 
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiServer]:
-    # A proxy must never see requests meant for the test's own 127.0.0.1 server.
-    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("all_proxy", raising=False)
-    with fake_apiserver() as server:
-        yield server
-
-
 def lookup(server: FakeApiServer, q: Query) -> Resolution | Miss:
     strategy = ApiStrategy(client_factory=lambda: client_for(server.url))
     try:
@@ -528,18 +517,20 @@ def lookup(server: FakeApiServer, q: Query) -> Resolution | Miss:
         strategy.close()
 
 
-def test_strategy_over_http_on_recorded_headless_service(api: FakeApiServer) -> None:
-    api.serve_service(load(service_file(KAFKA)))
+def test_strategy_over_http_on_recorded_headless_service(server: FakeApiServer) -> None:
+    server.serve_service(load(service_file(KAFKA)))
     # One slice per page, so the client follows "continue" through the recording.
-    api.serve_slices(NAMESPACE, KAFKA.name, load(slices_file(KAFKA)), page_size=1)
-    res = answer(lookup(api, query(KAFKA)))
+    server.serve_slices(NAMESPACE, KAFKA.name, load(slices_file(KAFKA)), page_size=1)
+    res = answer(lookup(server, query(KAFKA)))
     same_endpoints(res.endpoints, [expected(ep, BROKER_TARGET) for ep in KAFKA_READY])
 
 
-def test_strategy_over_http_on_recorded_403(api: FakeApiServer) -> None:
-    api.serve_service(load(service_file(KAFKA)))
-    api.route(slices_path(NAMESPACE), Reply(403, (RECORDED / STATUS_403_LIST_SLICES).read_bytes()))
+def test_strategy_over_http_on_recorded_403(server: FakeApiServer) -> None:
+    server.serve_service(load(service_file(KAFKA)))
+    server.route(
+        slices_path(NAMESPACE), Reply(403, (RECORDED / STATUS_403_LIST_SLICES).read_bytes())
+    )
     with pytest.raises(AccessDenied) as caught:
-        lookup(api, query(KAFKA))
+        lookup(server, query(KAFKA))
     assert caught.value.resource == "endpointslices.discovery.k8s.io"
     assert f"system:serviceaccount:{NAMESPACE}:{SA_SERVICES_ONLY}" in str(caught.value)

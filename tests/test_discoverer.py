@@ -38,7 +38,7 @@ from kdisco._strategies.dns import DnsStrategy
 from kdisco._strategies.env import EnvStrategy
 from kdisco._strategies.static import StaticStrategy
 from kdisco.testing import FakeResolver
-from tests._helpers_api import fake_apiserver, load
+from tests._helpers_api import fake_apiserver, load, write_kubeconfig
 
 POD_RESOLV = """\
 search billing.svc.corp.example svc.corp.example corp.example eu-west-1.compute.internal
@@ -53,8 +53,6 @@ def _hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
     kdisco.reset_default_discoverer()
     yield
     kdisco.reset_default_discoverer()
@@ -89,35 +87,6 @@ def names(d: Discoverer) -> list[str]:
 
 def write_static(path: Path, host: str) -> Path:
     path.write_text(f'[services]\n"payments" = ["{host}:5432"]\n')
-    return path
-
-
-def write_kubeconfig(path: Path, server: str = "http://127.0.0.1:1") -> Path:
-    path.write_text(
-        f"""apiVersion: v1
-kind: Config
-clusters:
-- name: lab
-  cluster:
-    server: {server}
-contexts:
-- name: lab
-  context:
-    cluster: lab
-    user: dev
-    namespace: from-kubeconfig
-- name: other
-  context:
-    cluster: lab
-    user: dev
-    namespace: other-context
-current-context: lab
-users:
-- name: dev
-  user:
-    token: kubeconfig-token
-"""
-    )
     return path
 
 

@@ -9,12 +9,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests._helpers_api import FakeNamespace, eps_slice, fake_apiserver, svc
+from tests._helpers_api import FakeApiServer, FakeNamespace, eps_slice, svc, write_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,25 +81,11 @@ def test_the_cli_help_loads_no_strategy_machinery() -> None:
 
 
 @pytest.fixture
-def api_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    with fake_apiserver() as server:
-        ns = FakeNamespace(server)
-        ns.put("services", svc("db"))
-        ns.put("endpointslices", eps_slice("db-a", "db", ["192.0.2.1", "192.0.2.2"]))
-        yield server.url
-
-
-def kubeconfig(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: lab\n"
-        f"clusters:\n- name: lab\n  cluster: {{server: '{url}'}}\n"
-        "contexts:\n- name: lab\n  context: {cluster: lab, user: dev, namespace: billing}\n"
-        "users:\n- name: dev\n  user: {token: t}\n"
-    )
-    return path
+def api_url(server: FakeApiServer) -> str:
+    ns = FakeNamespace(server)
+    ns.put("services", svc("db"))
+    ns.put("endpointslices", eps_slice("db-a", "db", ["192.0.2.1", "192.0.2.2"]))
+    return server.url
 
 
 @pytest.mark.parametrize("watch", [False, True], ids=["direct", "watch-cache"])
@@ -109,7 +94,7 @@ def test_api_lookups_never_import_the_generated_client(
 ) -> None:
     # With a kubeconfig the kubernetes package loads it (exec plugins, OIDC...), but
     # none of its ~250 generated model classes or API classes are ever imported.
-    config = kubeconfig(tmp_path, api_url)
+    config = write_kubeconfig(tmp_path / "kubeconfig", api_url, namespace="billing")
     modules = loaded_after(
         "import kdisco\n"
         f"d = kdisco.Discoverer(strategies=['api'], api_watch={watch}, kubeconfig={str(config)!r},"

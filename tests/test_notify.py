@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -11,7 +10,13 @@ import kdisco
 import kdisco.testing
 from kdisco import Notifier
 from kdisco._strategies.api import ApiStrategy
-from tests._helpers_api import FakeNamespace, client_for, eps_slice, fake_apiserver, svc
+from tests._helpers_api import (
+    FakeApiServer,
+    FakeNamespace,
+    client_for,
+    eps_slice,
+    svc,
+)
 
 
 def test_a_subscription_wakes_only_for_its_own_services() -> None:
@@ -81,15 +86,12 @@ def test_discoverers_do_not_share_notifications() -> None:
 
 
 @pytest.fixture
-def namespace(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNamespace]:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    with fake_apiserver() as server:
-        ns = FakeNamespace(server)
-        for name in ("db", "web"):
-            ns.put("services", svc(name))
-            ns.put("endpointslices", eps_slice(f"{name}-a", name, ["192.0.2.1"]))
-        yield ns
+def namespace(server: FakeApiServer) -> FakeNamespace:
+    ns = FakeNamespace(server)
+    for name in ("db", "web"):
+        ns.put("services", svc(name))
+        ns.put("endpointslices", eps_slice(f"{name}-a", name, ["192.0.2.1"]))
+    return ns
 
 
 def test_the_watch_cache_publishes_the_service_that_changed(namespace: FakeNamespace) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Iterator
 
 import attrs
 import pytest
@@ -36,7 +35,13 @@ from kdisco._strategies.dns import DnsStrategy
 from kdisco._strategies.env import EnvStrategy
 from kdisco.testing import FakeResolver
 from tests._dnsserver import DnsResponder, rrset
-from tests._helpers_api import FakeNamespace, client_for, eps_slice, fake_apiserver, svc
+from tests._helpers_api import (
+    FakeApiServer,
+    FakeNamespace,
+    client_for,
+    eps_slice,
+    svc,
+)
 
 from ._helpers_env import Port, Service, pod_environ
 
@@ -158,14 +163,11 @@ def test_from_the_dns_strategy() -> None:
 
 
 @pytest.fixture
-def api_namespace(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNamespace]:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    with fake_apiserver() as server:
-        ns = FakeNamespace(server)
-        ns.put("services", svc("db"))
-        ns.put("endpointslices", eps_slice("db-a", "db", ["192.0.2.1", "192.0.2.2"]))
-        yield ns
+def api_namespace(server: FakeApiServer) -> FakeNamespace:
+    ns = FakeNamespace(server)
+    ns.put("services", svc("db"))
+    ns.put("endpointslices", eps_slice("db-a", "db", ["192.0.2.1", "192.0.2.2"]))
+    return ns
 
 
 @pytest.mark.parametrize("watch", [False, True], ids=["direct", "watch-cache"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -32,25 +31,12 @@ from tests._helpers_api import (
     Reply,
     _status,
     eps_slice,
-    fake_apiserver,
     svc,
 )
 from tests.test_watchcache import FAST, kdisco_threads, make, wait_until
 
 #: Longest a test waits for a watch thread to deliver (bounded; not a timing assertion).
 LIMIT = 5.0
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    with fake_apiserver() as s:
-        yield s
 
 
 @pytest.fixture

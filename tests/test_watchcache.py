@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import attrs
 import pytest
@@ -26,7 +26,6 @@ from tests._helpers_api import (
     _status,
     client_for,
     eps_slice,
-    fake_apiserver,
     service_path,
     svc,
 )
@@ -52,18 +51,6 @@ def kdisco_threads() -> list[threading.Thread]:
         for t in threading.enumerate()
         if t.name.startswith("kdisco") and t.name != "kdisco-cutoff"
     ]
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    with fake_apiserver() as s:
-        yield s
 
 
 @pytest.fixture
