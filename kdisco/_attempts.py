@@ -1,4 +1,4 @@
-"""What each strategy concluded on its turn (a leaf: imports nothing of kdisco).
+"""What each strategy concluded on its turn (imports only the redactor, a leaf).
 
 Errors and answers both carry attempts, so this sits below both.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 import enum
 
 import attrs
+
+from ._redact import redact
 
 
 class Outcome(enum.Enum):
@@ -29,7 +31,8 @@ class Attempt:
 
     strategy: str
     outcome: Outcome
-    reason: str
+    #: Redacted as it is set: reasons quote errors, and errors can quote credentials.
+    reason: str = attrs.field(converter=redact)
     tries: int = 1
 
     def describe(self) -> str:

@@ -22,6 +22,7 @@ chain for a retry, and it only ever reaches users as the cause recorded in an at
 from __future__ import annotations
 
 from ._attempts import Attempt
+from ._redact import redact
 from ._service_ref import ServiceRef
 
 
@@ -35,6 +36,8 @@ class DiscoveryError(Exception):
         service: ServiceRef | None = None,
         attempts: tuple[Attempt, ...] = (),
     ) -> None:
+        # Every message is redacted here, once: see kdisco._redact.
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.service = service
@@ -102,3 +105,6 @@ class DiscoveryUnavailable(DiscoveryError):
 
 class TransientError(Exception):
     """Raised by a strategy for a failure worth retrying (timeouts, SERVFAIL, 5xx, 429)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))

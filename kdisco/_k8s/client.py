@@ -307,7 +307,12 @@ class KubeClient:
                 persist_config=False,
             )
         except Exception as exc:
-            raise ConfigurationError(f"cannot load kubeconfig {joined!r}: {exc}") from exc
+            # The loader's text can quote a whole users entry: the message is redacted
+            # (as every message is), and the original exception is not chained, so no
+            # traceback prints it either.
+            raise ConfigurationError(
+                f"cannot load kubeconfig {joined!r}: {type(exc).__name__}: {exc}"
+            ) from None
         cfg.retries = False
         pool = rest.RESTClientObject(cfg).pool_manager
 
