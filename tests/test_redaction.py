@@ -61,7 +61,7 @@ def broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_the_kubeconfig_loader_error_is_redacted_everywhere(broken: Path) -> None:
     d = kdisco.Discoverer(strategies=["api"], kubeconfig=broken, environ={})
-    with pytest.raises(kdisco.DiscoveryError) as info:
+    with d, pytest.raises(kdisco.DiscoveryError) as info:
         d.discover("web")
     err = info.value
     assert "cannot load kubeconfig" in str(err)  # the error still says what is wrong
@@ -74,8 +74,10 @@ def test_the_kubeconfig_loader_error_is_redacted_everywhere(broken: Path) -> Non
     assert leaks(repr(pickle.loads(pickle.dumps(err)))) == []
 
 
-def test_the_cli_prints_no_secret(broken: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    os.environ["KUBECONFIG"] = str(broken)
+def test_the_cli_prints_no_secret(
+    broken: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(broken))
     code = main(["resolve", "web", "--strategies", "api", "--json"])
     out, err = capsys.readouterr()
     assert code == 1
