@@ -25,7 +25,7 @@ from ._k8s.kubeconfig import kubeconfig_namespace, kubeconfig_paths
 from ._names import check_cluster_domain, check_namespace
 from ._policies import CachePolicy, RetryPolicy, Sleep, WatchCachePolicy
 from ._strategies.base import Strategy
-from ._validation import as_policy, parse_timeout
+from ._validation import as_policy, parse_port_text, parse_timeout, read_text_file
 
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_TIMEOUT = 5.0
@@ -42,8 +42,12 @@ class ResolvConf:
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> ResolvConf:
         try:
-            text = Path(path).read_text()
-        except OSError:
+            text = read_text_file(path, "resolv.conf")
+        except ConfigurationError:
+            # An unreadable resolv.conf (a directory, no permission, not text) says
+            # nothing about a cluster: DNS then does not apply, as with none at all.
+            return cls()
+        if text is None:
             return cls()
         nameservers: list[str] = []
         search: list[str] = []
@@ -107,9 +111,7 @@ def parse_dns_server(text: str, *, where: str = "KDISCO_DNS_SERVER") -> DnsTarge
         ) from None
     port = 53
     if port_text or raw.endswith(":"):
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ConfigurationError(f"{where}={text!r}: port must be 1-65535")
-        port = int(port_text)
+        port = parse_port_text(port_text, f"{where}={text[:40]!r}")
     return DnsTarget(host, port)
 
 
@@ -151,9 +153,12 @@ def pod_namespace(
         return _namespace(value, "POD_NAMESPACE"), "POD_NAMESPACE"
     ns_file = Path(serviceaccount_dir) / "namespace"
     try:
-        value = ns_file.read_text().strip()
-    except OSError:
-        return None
+        text = read_text_file(ns_file, "the service-account namespace file")
+    except ConfigurationError:
+        if ns_file.is_dir() or not ns_file.exists():
+            return None  # not a pod's service-account directory
+        raise
+    value = (text or "").strip()
     return (_namespace(value, str(ns_file)), str(ns_file)) if value else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import TypeVar
 
 from ._exceptions import ConfigurationError
@@ -65,3 +66,30 @@ def check_positive_int(policy: object, *names: str) -> None:
         value = getattr(policy, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigurationError(f"{kind}.{name} must be an int >= 1, not {value!r}")
+
+
+def read_text_file(path: str | os.PathLike[str], what: str) -> str | None:
+    """The file's text, None when it does not exist; ConfigurationError naming the file
+    (and ``what`` it is) when it cannot be read or is not UTF-8 text."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"{exc}"
+        raise ConfigurationError(f"cannot read {what} {os.fspath(path)!r}: {reason}") from None
+
+
+def parse_port_text(text: str, where: str) -> int:
+    """A port number 1-65535 written in ASCII digits (``'²'`` and 5,000 digits are not).
+
+    ``isdigit()`` alone accepts non-ASCII digits ('٨٠', '²'), which ``int()`` reads or
+    chokes on."""
+    if not (text.isascii() and text.isdigit()):
+        raise ConfigurationError(f"{where}: port {text[:10]!r} is not a number")
+    digits = text.lstrip("0") or "0"
+    # Checked before int(), which refuses over 4300 digits with a bare ValueError.
+    if len(digits) > 5 or not 1 <= int(digits) <= 65535:
+        raise ConfigurationError(f"{where}: port {text[:10]} is outside 1-65535")
+    return int(digits)

@@ -137,3 +137,55 @@ def test_a_discoverer_exposes_its_settings(home: Path, tmp_path: Path) -> None:
 def test_unknown_strategy_names_are_errors_before_any_lookup(home: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"KDISCO_STRATEGIES: unknown strategy 'consul'"):
         kdisco.Discoverer(environ={"KDISCO_STRATEGIES": "dns,consul"}, resolv_conf="/nonexistent")
+
+
+# -- hostile input never escapes as anything but a DiscoveryError (issue 10, item 7) ----
+
+
+@pytest.mark.parametrize("server", ["127.0.0.1:²", "127.0.0.1:" + "9" * 5000, "127.0.0.1:٨٠"])
+def test_a_bad_dns_server_port_is_a_configuration_error(home: Path, server: str) -> None:
+    with pytest.raises(ConfigurationError, match="KDISCO_DNS_SERVER"):
+        kdisco.Discoverer(environ={"KDISCO_DNS_SERVER": server}, resolv_conf="/nonexistent")
+
+
+def test_a_static_file_that_is_not_utf8_is_a_configuration_error(
+    home: Path, tmp_path: Path
+) -> None:
+    static = tmp_path / "static.toml"
+    static.write_bytes(b'[services]\npayments = ["\xff\xfe:1"]\n')
+    with pytest.raises(ConfigurationError, match="static file"):
+        kdisco.Discoverer(environ={"KDISCO_STATIC": str(static)}, resolv_conf="/nonexistent")
+
+
+def test_a_static_file_nested_too_deep_is_a_configuration_error(home: Path, tmp_path: Path) -> None:
+    static = tmp_path / "static.toml"
+    static.write_text("[services]\nx = " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigurationError, match="static file"):
+        kdisco.Discoverer(environ={"KDISCO_STATIC": str(static)}, resolv_conf="/nonexistent")
+
+
+def test_a_namespace_file_that_is_not_utf8_is_a_configuration_error(
+    home: Path, tmp_path: Path
+) -> None:
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "namespace").write_bytes(b"\xff\xfeshop")
+    with pytest.raises(ConfigurationError, match="namespace file.*not UTF-8"):
+        kdisco.Discoverer(serviceaccount_dir=sa, environ={}, resolv_conf="/nonexistent")
+
+
+def test_a_resolv_conf_that_is_not_utf8_means_no_cluster_dns(home: Path, tmp_path: Path) -> None:
+    garbled = tmp_path / "resolv.conf"
+    garbled.write_bytes(b"nameserver 10.96.0.10\nsearch \xff.svc.cluster.local\n")
+    with kdisco.Discoverer(environ={}, resolv_conf=garbled) as d:
+        assert d.settings.dns_servers == ()
+        assert d.settings.dns_unavailable is not None
+
+
+def test_a_kubeconfig_that_is_garbage_leaves_the_namespace_default(
+    home: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    config.write_bytes(b"\xff\xfe" + b"[" * 5000)
+    s = Settings.load(environ={"KUBECONFIG": str(config)}, serviceaccount_dir=tmp_path / "none")
+    assert s.namespace == "default"

@@ -38,6 +38,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from kdisco._deadline import Deadline
 from kdisco._exceptions import AccessDenied, ConfigurationError, TransientError
+from kdisco._validation import read_text_file
 
 Json = dict[str, Any]
 #: (verb, resource, namespace): what a request was for, as errors name it.
@@ -237,7 +238,7 @@ class TokenFile:
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         with self._lock:
             if stamp != self._stamp:
-                token = self._path.read_text().strip()
+                token = (read_text_file(self._path, "token file") or "").strip()
                 if not token:
                     raise ConfigurationError(f"token file {self._path} is empty")
                 self._token, self._stamp = token, stamp

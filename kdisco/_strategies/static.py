@@ -29,6 +29,7 @@ from kdisco._models import (
 )
 from kdisco._names import Query, check_port, parse_query
 from kdisco._notify import Notifier
+from kdisco._validation import parse_port_text
 
 from .base import Miss
 
@@ -75,16 +76,7 @@ def parse_address(text: object, *, where: str) -> Endpoint:
         raise ConfigurationError(f"{where}: {text!r} has an empty host")
     if ":" not in host and not _HOSTNAME.fullmatch(host):
         raise ConfigurationError(f"{where}: {text!r}: {host!r} is not a host name or IP address")
-    port: int | None = None
-    if port_text:
-        # isdigit() alone accepts non-ASCII digits ('٨٠', '²'), which int() reads or chokes on.
-        if not (port_text.isascii() and port_text.isdigit()):
-            raise ConfigurationError(f"{where}: {text!r}: port {port_text!r} is not a number")
-        digits = port_text.lstrip("0") or "0"
-        # Checked before int(), which refuses over 4300 digits with a bare ValueError.
-        if len(digits) > 5 or not 1 <= int(digits) <= 65535:
-            raise ConfigurationError(f"{where}: {text!r}: port {port_text[:10]} is outside 1-65535")
-        port = int(digits)
+    port = parse_port_text(port_text, f"{where}: {text[:60]!r}") if port_text else None
     return Endpoint(host=host, port=port)
 
 
@@ -186,8 +178,9 @@ class StaticStrategy:
                 data = tomllib.load(f)
         except OSError as exc:
             raise ConfigurationError(f"cannot read static file {str(path)!r}: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"static file {str(path)!r} is not TOML: {exc}") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            reason = "nested too deep" if isinstance(exc, RecursionError) else exc
+            raise ConfigurationError(f"static file {str(path)!r} is not TOML: {reason}") from None
         services = data.get("services")
         if not isinstance(services, dict):
             raise ConfigurationError(f"static file {str(path)!r} has no [services] table")
