@@ -170,7 +170,7 @@ def test_a_namespace_file_that_is_not_utf8_is_a_configuration_error(
     sa = tmp_path / "sa"
     sa.mkdir()
     (sa / "namespace").write_bytes(b"\xff\xfeshop")
-    with pytest.raises(ConfigurationError, match="namespace file.*not UTF-8"):
+    with pytest.raises(ConfigurationError, match=r"namespace file.*not UTF-8"):
         kdisco.Discoverer(serviceaccount_dir=sa, environ={}, resolv_conf="/nonexistent")
 
 
