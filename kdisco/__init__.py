@@ -36,6 +36,7 @@ from ._policies import CachePolicy, RetryPolicy, WatchCachePolicy
 from ._service_ref import ServiceRef
 from ._settings import Settings
 from ._strategies.base import Miss, Strategy
+from ._strategies.registry import StrategyFactory
 from ._watch import Watch
 
 __version__ = "0.1.0.dev0"
@@ -67,6 +68,7 @@ __all__ = [
     "ServiceRef",
     "Settings",
     "Strategy",
+    "StrategyFactory",
     "TransientError",
     "Watch",
     "WatchCachePolicy",

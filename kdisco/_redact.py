@@ -27,9 +27,11 @@ _KEY_VALUE = re.compile(
 _BEARER = re.compile(r"(?P<scheme>\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?(?:-----END [A-Z ]+-----|$)", re.DOTALL)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)?")
-# Key material: long runs of base64 / base64url text. DNS names, paths and the like
-# are lower-case or lack digits, so a run must mix upper, lower and digits to count.
-_BLOB = re.compile(r"[A-Za-z0-9+/_-]{40,}={0,2}")
+# Key material: long runs of base64 / base64url text. DNS names are lower-case and
+# file paths are split by '/', so a run must mix upper, lower and digits, and must not
+# contain '/', to count (in YAML, JSON and reprs key material sits behind a secret key,
+# which _KEY_VALUE catches whatever it contains).
+_BLOB = re.compile(r"[A-Za-z0-9+_-]{40,}={0,2}")
 
 
 def _blob(match: re.Match[str]) -> str:

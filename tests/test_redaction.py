@@ -125,3 +125,16 @@ def test_attempt_reasons_are_redacted_as_they_are_made() -> None:
 )
 def test_redact_keeps_ordinary_text_and_removes_secrets(text: str, kept: bool) -> None:
     assert (redact(text) == text) is kept
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/var/folders/7d/k3x4lmq95n1b2z8x0000gn/T/pytest-of-Alice/pytest-12/test_bad0/hosts",
+        "/tmp/pytest-of-Alice/pytest-12/test_a_static_file_that_is_not_utf0/static.toml",
+        "C:/Users/Alice/AppData/Local/Temp/pytest-of-Alice/kdisco/static.toml",
+    ],
+)
+def test_file_paths_survive_redaction(path: str) -> None:
+    # Errors name the file that is wrong; a path is not key material.
+    assert redact(f"cannot read static file {path!r}") == f"cannot read static file {path!r}"

@@ -9,6 +9,7 @@ of every list and watch event.
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,6 +33,92 @@ _KINDS = {
 
 #: Strings repeated across thousands of endpoints (node and zone names) are stored once.
 _intern = sys.intern
+
+
+class MalformedObject(ValueError):
+    """An API object with a field kdisco cannot trust; the message names the field.
+
+    The API server validates what it stores, so this means a proxy, a broken or
+    hostile server, or a version skew: the object is refused rather than guessed at
+    (``"ready": "false"`` is not ready, ``clusterIPs: "10.96.0.9"`` is not nine hosts).
+    """
+
+
+def _bad(where: str, value: object, expected: str) -> MalformedObject:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return MalformedObject(f"{where} is {shown}, not {expected}")
+
+
+def _str(obj: Json, key: str, where: str, *, default: str | None = None) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise _bad(f"{where}.{key}", value, "a string")
+    return value
+
+
+def _bool(obj: Json, key: str, where: str) -> bool | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise _bad(f"{where}.{key}", value, "true, false or null")
+
+
+def _port(obj: Json, key: str, where: str, *, required: bool) -> int | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise _bad(f"{where}.{key}", value, "a port number 1-65535")
+    return value
+
+
+def _dict(obj: Json, key: str, where: str) -> Json:
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad(f"{where}.{key}", value, "an object")
+    return value
+
+
+def _list(obj: Json, key: str, where: str) -> list[Any]:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(f"{where}.{key}", value, "a list")
+    return value
+
+
+def _ip(value: object, where: str, family: int | None = None) -> str:
+    """An IP literal (of ``family`` when given); inet_pton is C and cheap per endpoint."""
+    families = [socket.AF_INET, socket.AF_INET6]
+    if family is not None and family in families:
+        families = [socket.AddressFamily(family)]
+    if isinstance(value, str):
+        for fam in families:
+            try:
+                socket.inet_pton(fam, value)
+            except (OSError, ValueError):
+                continue
+            return value
+    expected = (
+        "an IP address"
+        if len(families) > 1
+        else ("an IPv4 address" if families[0] == socket.AF_INET else "an IPv6 address")
+    )
+    raise _bad(where, value, expected)
+
+
+def object_name(obj: Json) -> str:
+    """``metadata.name`` (empty when missing or not a string)."""
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else ""
 
 
 def service_path(namespace: str, name: str) -> str:
@@ -58,14 +145,24 @@ class ServiceInfo:
 
     @classmethod
     def from_json(cls, svc: Json) -> ServiceInfo:
-        spec = svc.get("spec") or {}
-        ips = spec.get("clusterIPs") or [spec.get("clusterIP")]
+        """Raises ``MalformedObject`` naming the first field that is not as the API
+        defines it."""
+        where = f"Service {object_name(svc)!r}"
+        spec = _dict(svc, "spec", where)
+        where += ".spec"
+        ips = _list(spec, "clusterIPs", where)
+        if not ips:
+            single = _str(spec, "clusterIP", where)
+            ips = [single] if single else []
+        cluster_ips = tuple(
+            ip if ip == "None" else _ip(ip, f"{where}.clusterIPs[{i}]") for i, ip in enumerate(ips)
+        )
         return cls(
-            type=spec.get("type") or "ClusterIP",
-            ports=service_ports(spec),
-            cluster_ips=tuple(str(ip) for ip in ips if ip),
-            external_name=str(spec.get("externalName") or "").removesuffix("."),
-            publish_not_ready=bool(spec.get("publishNotReadyAddresses")),
+            type=_str(spec, "type", where, default="ClusterIP") or "ClusterIP",
+            ports=service_ports(spec, where),
+            cluster_ips=cluster_ips,
+            external_name=(_str(spec, "externalName", where) or "").removesuffix("."),
+            publish_not_ready=bool(_bool(spec, "publishNotReadyAddresses", where)),
         )
 
     def slice_port_name(self, wanted: int | str | None) -> str | None:
@@ -74,16 +171,23 @@ class ServiceInfo:
         return (chosen.name or "") if chosen else None
 
 
-def service_ports(spec: Json) -> tuple[ServicePort, ...]:
-    return tuple(
-        ServicePort(
-            port=int(p["port"]),
-            name=p.get("name") or None,
-            protocol=p.get("protocol") or "TCP",
-            app_protocol=p.get("appProtocol") or None,
+def service_ports(spec: Json, where: str = "spec") -> tuple[ServicePort, ...]:
+    ports: list[ServicePort] = []
+    for i, p in enumerate(_list(spec, "ports", where)):
+        at = f"{where}.ports[{i}]"
+        if not isinstance(p, dict):
+            raise _bad(at, p, "an object")
+        number = _port(p, "port", at, required=True)
+        assert number is not None
+        ports.append(
+            ServicePort(
+                port=number,
+                name=_str(p, "name", at) or None,
+                protocol=_str(p, "protocol", at) or "TCP",
+                app_protocol=_str(p, "appProtocol", at) or None,
+            )
         )
-        for p in spec.get("ports") or []
-    )
+    return tuple(ports)
 
 
 class SliceInfo:
@@ -116,12 +220,22 @@ class SliceInfo:
 
     @classmethod
     def from_json(cls, sl: Json, prefer: str | None = None) -> SliceInfo:
-        """Build from API JSON; ``prefer`` names the port the endpoints are built for."""
-        meta = sl.get("metadata") or {}
-        ports = tuple(
-            (str(p.get("name") or ""), int(p["port"]) if p.get("port") is not None else None)
-            for p in sl.get("ports") or []
-        )
+        """Build from API JSON; ``prefer`` names the port the endpoints are built for.
+
+        Raises ``MalformedObject`` naming the first field that is not as the API
+        defines it.
+        """
+        where = f"EndpointSlice {object_name(sl)!r}"
+        meta = _dict(sl, "metadata", where)
+        labels = _dict(meta, "labels", f"{where}.metadata")
+        port_list: list[tuple[str, int | None]] = []
+        for i, p in enumerate(_list(sl, "ports", where)):
+            at = f"{where}.ports[{i}]"
+            if not isinstance(p, dict):
+                raise _bad(at, p, "an object")
+            port_list.append((_str(p, "name", at) or "", _port(p, "port", at, required=False)))
+        ports = tuple(port_list)
+        address_type = _str(sl, "addressType", where) or ""
         port: int | None = None
         if ports:
             port = ports[0][1]
@@ -130,13 +244,13 @@ class SliceInfo:
                     port = number
                     break
         return cls(
-            name=str(meta.get("name", "")),
-            service=str((meta.get("labels") or {}).get(SERVICE_NAME_LABEL, "")),
-            address_type=str(sl.get("addressType") or ""),
+            name=_str(meta, "name", where) or "",
+            service=_str(labels, SERVICE_NAME_LABEL, f"{where}.metadata.labels") or "",
+            address_type=address_type,
             ports=ports,
-            endpoints=_endpoints(sl.get("endpoints") or (), port),
+            endpoints=_endpoints(_list(sl, "endpoints", where), port, address_type, where),
             port=port,
-            resource_version=str(meta.get("resourceVersion", "")),
+            resource_version=_str(meta, "resourceVersion", where) or "",
         )
 
     def port_for(self, wanted_name: str | None) -> tuple[bool, int | None]:
@@ -286,31 +400,80 @@ ENDPOINT_FIELDS = (
 _SETTERS = tuple(Endpoint.__dict__[name].__set__ for name in ENDPOINT_FIELDS)
 
 
-def _endpoints(raws: Iterable[Json], port: int | None) -> tuple[Endpoint, ...]:
-    """Endpoint objects for a slice's endpoints, one per address (the hot loop of ingest)."""
+_FAMILIES = {"IPv4": socket.AF_INET, "IPv6": socket.AF_INET6}
+#: A slice with no (or an unknown) addressType: addresses may be of either family.
+_EITHER = -1
+
+
+def _endpoints(
+    raws: list[Any], port: int | None, address_type: str, where: str
+) -> tuple[Endpoint, ...]:
+    """Endpoint objects for a slice's endpoints, one per address (the hot loop of ingest).
+
+    Every field is checked as it is read; anything unexpected raises MalformedObject
+    naming it. (FQDN slices, deprecated and never written by the controller, are
+    skipped by ``merge_slices`` and not checked for IP addresses.)
+    """
     out: list[Endpoint] = []
     append = out.append
     new = object.__new__
+    family = _FAMILIES.get(address_type, _EITHER)
+    check_ips = address_type != "FQDN"
+    pton = socket.inet_pton
     s_host, s_port, s_ready, s_serving, s_term, s_hostname, s_pod, s_node, s_zone = _SETTERS
-    for raw in raws:
+    for i, raw in enumerate(raws):
+        if not isinstance(raw, dict):
+            raise _bad(f"{where}.endpoints[{i}]", raw, "an object")
         cond = raw.get("conditions") or {}
+        if not isinstance(cond, dict):
+            raise _bad(f"{where}.endpoints[{i}].conditions", cond, "an object")
         # discovery/v1: ready nil means true; serving nil means "same as ready";
         # terminating nil means false.
         ready = cond.get("ready")
-        ready = True if ready is None else bool(ready)
         serving = cond.get("serving")
-        serving = ready if serving is None else bool(serving)
-        terminating = bool(cond.get("terminating") or False)
+        terminating = cond.get("terminating")
+        if not (
+            (ready is None or ready is True or ready is False)
+            and (serving is None or serving is True or serving is False)
+            and (terminating is None or terminating is True or terminating is False)
+        ):
+            for key in ("ready", "serving", "terminating"):
+                _bool(cond, key, f"{where}.endpoints[{i}].conditions")
+        ready = True if ready is None else ready
+        serving = ready if serving is None else serving
+        terminating = terminating is True
         ref = raw.get("targetRef")
-        pod = ref.get("name") if ref and ref.get("kind", "Pod") == "Pod" else None
+        pod = None
+        if ref is not None:
+            if not isinstance(ref, dict):
+                raise _bad(f"{where}.endpoints[{i}].targetRef", ref, "an object")
+            if ref.get("kind", "Pod") == "Pod":
+                pod = ref.get("name")
+                if pod is not None and not isinstance(pod, str):
+                    raise _bad(f"{where}.endpoints[{i}].targetRef.name", pod, "a string")
         hostname = raw.get("hostname") or None
+        node = raw.get("nodeName") or None
+        zone = raw.get("zone") or None
+        if not (
+            (hostname is None or isinstance(hostname, str))
+            and (node is None or isinstance(node, str))
+            and (zone is None or isinstance(zone, str))
+        ):
+            for key in ("hostname", "nodeName", "zone"):
+                _str(raw, key, f"{where}.endpoints[{i}]")
         if pod is not None and pod == hostname:
             pod = hostname  # one string object for both (StatefulSets)
-        node = raw.get("nodeName")
-        zone = raw.get("zone")
         node = _intern(node) if node else None
         zone = _intern(zone) if zone else None
-        for address in raw.get("addresses") or ():
+        addresses = raw.get("addresses")
+        if not isinstance(addresses, list):
+            raise _bad(f"{where}.endpoints[{i}].addresses", addresses, "a list")
+        for address in addresses:
+            if check_ips:
+                try:
+                    pton(family, address)
+                except (OSError, TypeError, ValueError):
+                    _ip(address, f"{where}.endpoints[{i}].addresses", family)
             ep = new(Endpoint)
             s_host(ep, address)
             s_port(ep, port)

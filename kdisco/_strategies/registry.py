@@ -55,7 +55,8 @@ def _entry_points() -> dict[str, EntryPoint]:
     # built in, or the known names are listed for an error message.
     from importlib.metadata import entry_points
 
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    # Names are matched as users type them, case-insensitively (KDISCO_STRATEGIES=Hosts).
+    return {ep.name.lower(): ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def known_names() -> list[str]:
