@@ -58,8 +58,10 @@ from .client import (
 )
 from .objects import (
     SERVICE_NAME_LABEL,
+    MalformedObject,
     ServiceInfo,
     SliceInfo,
+    object_name,
     resolve_info,
     services_path,
     slices_path,
@@ -125,6 +127,10 @@ class NamespaceCache:
         self.by_service: dict[str, dict[str, SliceInfo]] = {}
         #: Service name -> version; bumped by any change to the Service or its slices.
         self.versions: dict[str, int] = {}
+        #: Service name -> why its object was refused (see ``_ingest_service``).
+        self.malformed: dict[str, str] = {}
+        #: Slice name -> (its Service, why it was refused).
+        self._bad_slices: dict[str, tuple[str, str]] = {}
         #: A fresh number each time both informers are synced; -1 while not.
         self.epoch = -1
         self._informers = (
@@ -175,6 +181,12 @@ class NamespaceCache:
             info = self.services.get(name)
             slices = list(self.by_service.get(name, {}).values())
             confirmed = self.confirmed_at()
+            refused = self.malformed.get(name) or next(
+                (why for svc, why in self._bad_slices.values() if svc == name), None
+            )
+        if refused is not None:
+            # Not a Miss: the Service may well exist; what the API sent cannot be used.
+            raise MalformedObject(f"the API sent a malformed object: {refused}")
         if info is None:
             return Miss(
                 Outcome.NOT_FOUND,
@@ -208,49 +220,111 @@ class NamespaceCache:
 
     def replace(self, resource: str, items: list[Json]) -> None:
         """A full list: keep unchanged objects as they are, rebuild the rest."""
+        changed: set[str] = set()
         with self._lock:
             if resource == "services":
-                changed = self._replace_services(items)
+                seen = {self._ingest_service(item, changed) for item in items}
+                gone = (set(self.services) | set(self.malformed)) - seen
+                for name in gone:
+                    changed |= self._forget_service(name)
             else:
-                changed = self._replace_slices(items)
+                seen = {self._ingest_slice(item, changed) for item in items}
+                for name in (set(self.slices) | set(self._bad_slices)) - seen:
+                    changed |= self._drop_slice(name)
             self._bump(changed)
         self._publish(changed)
 
-    def _replace_services(self, items: list[Json]) -> set[str]:
-        seen: set[str] = set()
+    def apply(self, resource: str, kind: str, obj: Json) -> None:
+        """One watch event (ADDED, MODIFIED, DELETED)."""
         changed: set[str] = set()
-        for item in items:
-            meta = item.get("metadata") or {}
-            name = str(meta.get("name", ""))
-            seen.add(name)
-            rv = str(meta.get("resourceVersion", ""))
-            if rv and self._service_rv.get(name) == rv:
-                continue
-            info = ServiceInfo.from_json(item)
-            if self.services.get(name) != info:
-                changed.add(name)
-            self.services[name] = info
-            self._service_rv[name] = rv
-        for name in set(self.services) - seen:
-            del self.services[name]
-            self._service_rv.pop(name, None)
-            changed.add(name)
-        return changed
+        with self._lock:
+            name = object_name(obj)
+            if not self._ours(obj):
+                return
+            if resource == "services":
+                if kind == "DELETED":
+                    changed = self._forget_service(name)
+                else:
+                    self._ingest_service(obj, changed)
+            elif kind == "DELETED":
+                changed = self._drop_slice(name)
+            else:
+                self._ingest_slice(obj, changed)
+            if not changed:
+                return
+            self._bump(changed)
+        self._publish(changed)
 
-    def _replace_slices(self, items: list[Json]) -> set[str]:
-        seen: set[str] = set()
-        changed: set[str] = set()
-        for item in items:
-            meta = item.get("metadata") or {}
-            name = str(meta.get("name", ""))
-            seen.add(name)
-            old = self.slices.get(name)
-            if old is not None and old.resource_version == meta.get("resourceVersion"):
-                continue
-            changed |= self._put_slice(SliceInfo.from_json(item), old)
-        for name in set(self.slices) - seen:
+    def _ours(self, obj: Json) -> bool:
+        """Whether ``obj`` belongs in this namespace's cache (a confused or hostile
+        server can send another namespace's objects)."""
+        meta = obj.get("metadata")
+        ns = meta.get("namespace") if isinstance(meta, dict) else None
+        return ns is None or ns == self.namespace
+
+    def _ingest_service(self, obj: Json, changed: set[str]) -> str:
+        """Store one Service (caller holds the lock); returns its name.
+
+        A malformed Service is remembered with its reason, never stored half-read: a
+        lookup of it then says what is wrong, and every other Service of the
+        namespace goes on being answered from the cache.
+        """
+        name = object_name(obj)
+        if not self._ours(obj):
+            return name
+        rv = _resource_version(obj)
+        old_rv = self._service_rv.get(name)
+        if rv and old_rv and (rv == old_rv or _older(rv, old_rv)):
+            return name  # unchanged, or an older copy arriving late
+        self._service_rv[name] = rv
+        try:
+            info = ServiceInfo.from_json(obj)
+        except MalformedObject as exc:
+            if self.malformed.get(name) != str(exc):
+                self.malformed[name] = str(exc)
+                self.services.pop(name, None)
+                changed.add(name)
+                log.warning("kdisco: ignoring a malformed Service: %s", exc)
+            return name
+        if self.malformed.pop(name, None) is not None or self.services.get(name) != info:
+            changed.add(name)  # (a status or annotation change leaves answers valid)
+        self.services[name] = info
+        return name
+
+    def _forget_service(self, name: str) -> set[str]:
+        self._service_rv.pop(name, None)
+        had = self.services.pop(name, None) is not None
+        had = self.malformed.pop(name, None) is not None or had
+        return {name} if had else set()
+
+    def _ingest_slice(self, obj: Json, changed: set[str]) -> str:
+        """Store one EndpointSlice (caller holds the lock); returns its name."""
+        name = object_name(obj)
+        if not self._ours(obj):
+            return name
+        rv = _resource_version(obj)
+        old = self.slices.get(name)
+        if (
+            rv
+            and old is not None
+            and (rv == old.resource_version or _older(rv, old.resource_version))
+        ):
+            return name
+        try:
+            sl = SliceInfo.from_json(obj)
+        except MalformedObject as exc:
+            service = _service_label(obj)
             changed |= self._drop_slice(name)
-        return changed
+            if self._bad_slices.get(name) != (service, str(exc)):
+                self._bad_slices[name] = (service, str(exc))
+                changed.add(service)
+                log.warning("kdisco: ignoring a malformed EndpointSlice: %s", exc)
+            return name
+        bad = self._bad_slices.pop(name, None)
+        if bad is not None:
+            changed.add(bad[0])
+        changed |= self._put_slice(sl, old)
+        return name
 
     def _put_slice(self, sl: SliceInfo, old: SliceInfo | None) -> set[str]:
         changed = {sl.service}
@@ -262,47 +336,15 @@ class NamespaceCache:
         return changed
 
     def _drop_slice(self, name: str) -> set[str]:
+        bad = self._bad_slices.pop(name, None)
         old = self.slices.pop(name, None)
         if old is None:
-            return set()
+            return set() if bad is None else {bad[0]}
         group = self.by_service.get(old.service, {})
         group.pop(name, None)
         if not group:
             self.by_service.pop(old.service, None)
         return {old.service}
-
-    def apply(self, resource: str, kind: str, obj: Json) -> None:
-        """One watch event (ADDED, MODIFIED, DELETED)."""
-        meta = obj.get("metadata") or {}
-        name = str(meta.get("name", ""))
-        rv = str(meta.get("resourceVersion", ""))
-        with self._lock:
-            if resource == "services":
-                if kind == "DELETED":
-                    if self.services.pop(name, None) is None:
-                        return
-                    self._service_rv.pop(name, None)
-                else:
-                    if rv and self._service_rv.get(name) == rv:
-                        return
-                    info = ServiceInfo.from_json(obj)
-                    self._service_rv[name] = rv
-                    if self.services.get(name) == info:
-                        return  # e.g. a status or annotation change: answers stay valid
-                    self.services[name] = info
-                changed = {name}
-            else:
-                if kind == "DELETED":
-                    changed = self._drop_slice(name)
-                else:
-                    old = self.slices.get(name)
-                    if old is not None and rv and old.resource_version == rv:
-                        return
-                    changed = self._put_slice(SliceInfo.from_json(obj), old)
-                if not changed:
-                    return
-            self._bump(changed)
-        self._publish(changed)
 
     def set_synced(self) -> None:
         with self._ready:
@@ -531,6 +573,11 @@ class _Informer(threading.Thread):
                 self._mark_synced()
                 for line in _lines(response):
                     rv = self._event(line, rv)
+                    if self._clock() >= until:
+                        # relist_interval is kept here, not left to the server's
+                        # timeoutSeconds: a server that keeps a watch open with
+                        # bookmarks would otherwise never be re-listed.
+                        break
             return rv
         except _Stopped:
             raise
@@ -541,6 +588,10 @@ class _Informer(threading.Thread):
                 raise _Silent from exc
             raise
         finally:
+            # Closed, not just released: a watch left mid-stream (stopped, cut, or
+            # ended here for a re-list) has unread bytes that must never reach the
+            # next request on a pooled connection.
+            response.close()
             response.release_conn()
 
     def _event(self, line: bytes, rv: str) -> str:
@@ -553,16 +604,39 @@ class _Informer(threading.Thread):
         if kind == "ERROR":
             code = obj.get("code") if isinstance(obj, dict) else None
             message = obj.get("message", "") if isinstance(obj, dict) else obj
-            if code == 410:
+            # A Status code is an int; a server that sends "410" still means Gone.
+            if str(code).strip() == "410":
                 raise _Gone(f"watch ERROR 410: {message}")
             raise TransientError(f"watch {self.resource}: ERROR event {code}: {message}")
+        self.confirmed_at = self._clock()
         if not isinstance(obj, dict):
+            if kind == "BOOKMARK":
+                return rv  # a bookmark without an object still says the watch is alive
             raise TransientError(f"watch {self.resource}: event object is not a JSON object")
-        new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+        new_rv = _resource_version(obj) or rv
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             self._cache.apply(self.resource, kind, obj)
-        self.confirmed_at = self._clock()
-        return new_rv
+        # Never rewind the resume point: an older version arriving late is stale news.
+        return rv if _older(new_rv, rv) else new_rv
+
+
+def _resource_version(obj: Json) -> str:
+    meta = obj.get("metadata")
+    rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    return rv if isinstance(rv, str) else ""
+
+
+def _older(rv: str, than: str) -> bool:
+    """Whether ``rv`` is older than ``than``. resourceVersions are opaque, but the API
+    server's are integers (etcd revisions); only those are compared."""
+    return rv.isdigit() and than.isdigit() and int(rv) < int(than)
+
+
+def _service_label(obj: Json) -> str:
+    meta = obj.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    value = labels.get(SERVICE_NAME_LABEL) if isinstance(labels, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def _lines(response: Any) -> Iterator[bytes]:
