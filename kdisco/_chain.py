@@ -99,15 +99,24 @@ class ChainRun:
                 )
             self._index = len(self._strategies)
             return None
-        left = len(self._strategies) - self._index
-        # Each strategy gets an equal share of what is left, and the last one all of
-        # it; a strategy that finishes early hands its unused time on. This is what
-        # keeps a dead DNS server from starving env and api of their turn.
-        share = self._deadline.remaining() / left
         strategy = self._strategies[self._index]
+        # Each strategy that may apply gets an equal share of what is left, and the
+        # last one all of it; a strategy that finishes early hands its unused time on.
+        # This keeps a dead DNS server from starving env and api of their turn, and a
+        # strategy that says up front it cannot apply here (not in a pod, no
+        # kubeconfig) takes no share from the others.
+        left = sum(1 for s in self._strategies[self._index :] if not_applicable(s) is None)
+        share = self._deadline.remaining() / max(left, 1)
         return Step(strategy, self._query, self._deadline.slice(share))
 
     def record_result(self, step: Step, result: object, tries: int) -> None:
+        if isinstance(result, Resolution) and self._deadline.expired():
+            # An answer the caller no longer waits for is not an answer: the deadline
+            # is a promise to the caller, and a strategy that overran it (a huge
+            # response parsed after the last byte came in) has broken it.
+            error = TransientError("its answer came after the deadline had passed")
+            self.record_error(step, error, tries)
+            return
         self._index += 1
         if isinstance(result, Miss):
             self._attempts.append(
@@ -236,6 +245,13 @@ class ChainRun:
         return DiscoveryUnavailable(
             f"no strategy could answer for {what}", service=service, attempts=attempts
         )
+
+
+def not_applicable(strategy: Strategy) -> str | None:
+    """Why ``strategy`` cannot apply here at all, if it says so (optional in the
+    contract: a ``not_applicable`` attribute or property, None when it may apply)."""
+    reason = getattr(strategy, "not_applicable", None)
+    return reason if isinstance(reason, str) else None
 
 
 def _combine(

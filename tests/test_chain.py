@@ -6,6 +6,9 @@ strategy "does I/O" (advances the clock) or the retry policy sleeps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from kdisco import (
@@ -30,6 +33,8 @@ from kdisco import (
 )
 from kdisco._chain import MAX_EXTERNAL_NAME_HOPS, ChainRun, run_sync
 from kdisco._names import parse_query
+from kdisco._strategies.api import ApiStrategy
+from kdisco._strategies.env import EnvStrategy
 from tests._helpers_chain import FakeClock, Scripted, answer_for, burn, by_service, names
 
 QUERY = parse_query(
@@ -466,3 +471,47 @@ def test_external_name_outside_the_cluster_is_returned_as_is(
     assert res.endpoints[0].host == external
     assert res.via == ()
     assert len(api.calls) == 1
+
+
+def test_strategies_that_cannot_apply_take_no_share_of_the_deadline(tmp_path: Path) -> None:
+    # Not in a pod and no kubeconfig: env and api say so up front, so the one strategy
+    # that can apply gets the whole deadline, not a third of it (issue 10, item 16).
+    seen: list[float] = []
+
+    class Recording:
+        name = "dns"
+
+        def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+            seen.append(deadline.remaining())
+            return Miss(Outcome.NOT_FOUND, "no")
+
+    env = EnvStrategy({}, namespace="default")
+    api = ApiStrategy(serviceaccount_dir=tmp_path, environ={})
+    assert env.not_applicable is not None
+    assert api.not_applicable is not None
+    clock = FakeClock()
+    with pytest.raises(ServiceNotFound):
+        run_sync([Recording(), env, api], QUERY, Deadline(2.0, clock=clock), RetryPolicy())
+    assert seen == [pytest.approx(2.0)]
+
+
+def test_an_answer_after_the_deadline_is_a_timeout_not_an_answer() -> None:
+    # A strategy that overran the deadline (a huge response still being parsed when
+    # time ran out) must not hand the caller an answer it stopped waiting for.
+    clock = FakeClock()
+    slow = Scripted("api", burn_then(clock, 3.0, answer_for(QUERY, "api")), clock=clock)
+    with pytest.raises(DiscoveryTimeout) as info:
+        run_sync([slow], QUERY, Deadline(2.0, clock=clock), RetryPolicy(sleep=clock.sleep))
+    (attempt,) = info.value.attempts
+    assert attempt.outcome is Outcome.TIMED_OUT
+    assert "after the deadline" in attempt.reason
+
+
+def burn_then(
+    clock: FakeClock, seconds: float, then: object
+) -> Callable[[Query, Deadline], object]:
+    def step(query: Query, deadline: Deadline) -> object:
+        clock.advance(seconds)
+        return then
+
+    return step

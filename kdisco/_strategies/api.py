@@ -94,6 +94,12 @@ class ApiStrategy:
         )
         return "none"
 
+    @property
+    def not_applicable(self) -> str | None:
+        """Why this strategy cannot apply here at all (the chain then gives it no share
+        of the deadline), or None."""
+        return self._not_applicable
+
     def __repr__(self) -> str:
         return f"ApiStrategy({self._mode})"
 

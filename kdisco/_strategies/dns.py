@@ -69,6 +69,12 @@ class DnsStrategy:
     def nameservers(self) -> tuple[DnsTarget, ...]:
         return self._nameservers
 
+    @property
+    def not_applicable(self) -> str | None:
+        """Why this strategy cannot apply here at all (the chain then gives it no share
+        of the deadline), or None."""
+        return self._not_applicable
+
     def __repr__(self) -> str:
         where = ", ".join(map(str, self._nameservers)) or self._not_applicable
         return f"DnsStrategy({where})"

@@ -44,17 +44,24 @@ class EnvStrategy:
         self._environ = environ
         self._namespace = namespace
 
+    @property
+    def not_applicable(self) -> str | None:
+        """Why this strategy cannot apply here at all, or None (see the chain)."""
+        if not self._environ.get("KUBERNETES_SERVICE_HOST"):
+            return (
+                "not in a pod: KUBERNETES_SERVICE_HOST is unset, so the kubelet wrote no "
+                "service variables"
+            )
+        return None
+
     def __repr__(self) -> str:
         return f"EnvStrategy(namespace={self._namespace!r})"
 
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         env = self._environ
-        if not env.get("KUBERNETES_SERVICE_HOST"):
-            return Miss(
-                Outcome.NOT_APPLICABLE,
-                "not in a pod: KUBERNETES_SERVICE_HOST is unset, so the kubelet wrote no "
-                "service variables",
-            )
+        unavailable = self.not_applicable
+        if unavailable is not None:
+            return Miss(Outcome.NOT_APPLICABLE, unavailable)
         service = query.service
         if service.namespace != self._namespace:
             return Miss(
