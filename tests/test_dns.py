@@ -171,8 +171,38 @@ def test_dual_stack_cluster_ip_gives_both_families(server: DnsResponder) -> None
     # One address per family is still what a ClusterIP Service looks like.
     assert res.kind is ServiceKind.UNKNOWN
     assert res.endpoints[1].address == "[fd00:10:96::20]:443"
-    assert server.asked() == [fqdn("web"), fqdn("web")]
-    assert [q.qtype for q in server.queries] == ["A", "AAAA"]
+    # With a port number, the bare-name SRV (declared ports) goes in the same round.
+    assert server.asked() == [fqdn("web"), fqdn("web"), fqdn("web")]
+    assert [q.qtype for q in server.queries] == ["A", "AAAA", "SRV"]
+
+
+def test_a_port_number_the_service_does_not_declare_is_no_such_port(
+    server: DnsResponder,
+) -> None:
+    # CoreDNS lists one SRV record per declared port on the bare Service name; 8080
+    # (say, the targetPort) is not one of them (issue 10, item 17).
+    add_cluster_ip(server, "web", ipv4="10.96.0.20")
+    name = fqdn("web")
+    server.answer(name, "SRV", rrset(name, "SRV", f"0 50 80 {name}", f"0 50 9090 {name}"))
+    result = strategy_for(server).lookup(query("web", 8080), Deadline(3.0))
+    assert isinstance(result, Miss)
+    assert result.outcome is Outcome.NO_SUCH_PORT
+    assert "80, 9090" in result.reason
+    assert lookup(server, "web", 9090).endpoints == (Endpoint(host="10.96.0.20", port=9090),)
+
+
+def test_srv_targets_without_addresses_are_no_answer(server: DnsResponder) -> None:
+    # SRV records whose targets have no A/AAAA (or are ".") must not become a
+    # "found, no endpoints" answer that is cached and keeps the api strategy away.
+    name = fqdn("db")
+    srv = srv_name("pg", "tcp", "db", "default")
+    server.answer(srv, "SRV", rrset(srv, "SRV", f"0 50 5432 db-0.{name}", "0 50 5432 ."))
+    server.nodata(f"db-0.{name}", "A")
+    server.nodata(f"db-0.{name}", "AAAA")
+    result = strategy_for(server).lookup(query("db", "pg"), Deadline(3.0))
+    assert isinstance(result, Miss)
+    assert result.outcome is Outcome.NOT_FOUND
+    assert "no target with an address" in result.reason
 
 
 def test_ipv6_only_service_answers_from_aaaa(server: DnsResponder) -> None:

@@ -7,7 +7,7 @@ import ipaddress
 import selectors
 import socket
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dns.exception
 import dns.inet
@@ -154,9 +154,13 @@ class DnsStrategy:
 
     def _lookup_addresses(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         service = query.service
-        answer_a, answer_aaaa = self._ask_all(
-            [(service.fqdn, dns.rdatatype.A), (service.fqdn, dns.rdatatype.AAAA)], deadline
-        )
+        questions = [(service.fqdn, dns.rdatatype.A), (service.fqdn, dns.rdatatype.AAAA)]
+        if isinstance(query.port, int):
+            # CoreDNS answers SRV on the bare Service name with one record per
+            # declared port: asked in the same round trip, it tells a port the
+            # Service does not declare (FACTS.md §8).
+            questions.append((service.fqdn, dns.rdatatype.SRV))
+        answer_a, answer_aaaa, *answer_srv = self._ask_all(questions, deadline)
         # A decides first, as if asked alone: its NXDOMAIN or CNAME settles the
         # question whatever became of AAAA.
         if isinstance(answer_a, TransientError):
@@ -172,6 +176,10 @@ class DnsStrategy:
         if not addresses:
             return Miss(Outcome.NOT_FOUND, f"no A or AAAA records for {service.fqdn}")
         port = query.port if isinstance(query.port, int) else None
+        if port is not None and answer_srv:
+            undeclared = _undeclared_port(service.fqdn, port, answer_srv[0])
+            if undeclared is not None:
+                return undeclared
         v4 = sum(1 for a in addresses if ":" not in a)
         # A ClusterIP Service has at most one address per family; more can only be
         # the endpoints of a headless Service. One address could be either.
@@ -222,30 +230,39 @@ class DnsStrategy:
         proto: str,
         answer: dns.resolver.Answer,
         deadline: Deadline,
-    ) -> Resolution:
+    ) -> Resolution | Miss:
         service = query.service
         assert answer.rrset is not None
         fqdn = _name(service.fqdn)
         glue = _glue(answer.response)
         endpoints: list[Endpoint] = []
         headless = False
-        records = answer.rrset.processing_order()
-        missing = [srv.target for srv in records if srv.target not in glue]  # type: ignore[attr-defined]
+        # A target of "." means "not available at this name" (RFC 2782).
+        records: list[Any] = [
+            r
+            for r in answer.rrset.processing_order()
+            if r.target != dns.name.root  # type: ignore[attr-defined]
+        ]
+        missing = [srv.target for srv in records if srv.target not in glue]
         if missing:
             glue.update(self._resolve_targets(list(dict.fromkeys(missing)), deadline))
         for srv in records:
-            target: dns.name.Name = srv.target  # type: ignore[attr-defined]
+            target: dns.name.Name = srv.target
             is_service_name = target == fqdn
             headless = headless or not is_service_name
             hostname = None
             if not is_service_name and target.is_subdomain(fqdn):
                 hostname = target.relativize(fqdn).to_text()
-            addresses = glue[target]
-            endpoints.extend(
-                Endpoint(host=a, port=srv.port, hostname=hostname)  # type: ignore[attr-defined]
-                for a in addresses
+            addresses = glue.get(target, [])
+            endpoints.extend(Endpoint(host=a, port=srv.port, hostname=hostname) for a in addresses)
+        if not endpoints:
+            # Records that lead nowhere are no answer: saying "found, no endpoints"
+            # would be cached and keep the api strategy from its turn.
+            return Miss(
+                Outcome.NOT_FOUND,
+                f"SRV _{port_name}._{proto}.{service.fqdn} has no target with an address",
             )
-        ports: set[int] = {srv.port for srv in answer.rrset}
+        ports: set[int] = {srv.port for srv in records}
         declared = ServicePort(
             name=port_name,
             # For a headless Service the SRV port is each endpoint's target port, which
@@ -286,6 +303,27 @@ def _nxdomain(fqdn: str) -> Miss:
     return Miss(
         Outcome.NOT_FOUND,
         f"NXDOMAIN for {fqdn} (no such Service, or a headless Service with no ready endpoints)",
+    )
+
+
+def _undeclared_port(
+    fqdn: str, port: int, answer: dns.resolver.Answer | TransientError | None
+) -> Miss | None:
+    """NO_SUCH_PORT when the bare-name SRV lists a ClusterIP Service's declared ports and
+    ``port`` is not one; None when it cannot tell (no records, a failure, or a headless
+    Service, whose SRV ports are each endpoint's own)."""
+    if not isinstance(answer, dns.resolver.Answer) or answer.rrset is None:
+        return None
+    name = _name(fqdn)
+    records: list[Any] = list(answer.rrset)
+    if not records or any(r.target != name for r in records):
+        return None
+    declared = sorted({r.port for r in records})
+    if port in declared:
+        return None
+    return Miss(
+        Outcome.NO_SUCH_PORT,
+        f"{fqdn} declares no port {port} (SRV lists {', '.join(map(str, declared))})",
     )
 
 

@@ -88,6 +88,18 @@ class TestDns:
         assert (http.port.name, http.port.port) == ("http", 80)
         assert endpoints(metrics) == {(cluster_ip, 9090)}
 
+    def test_a_port_number_the_service_does_not_declare(
+        self, lab_info: Any, cluster: Cluster, app: str
+    ) -> None:
+        # web declares 80 (targetPort 8080) and 9090. CoreDNS's bare-name SRV lists
+        # the declared ports, so DNS tells 8080 is not one, as the api strategy does.
+        with dns(lab_info, app) as d:
+            eventually(lambda: d.discover("web", port="http"))
+            with pytest.raises(kdisco.PortNotFound) as info:
+                d.discover("web", port=8080)
+            assert "80, 9090" in str(info.value)
+            assert {ep.port for ep in d.discover("web", port=9090)} == {9090}
+
     def test_dual_stack_a_and_aaaa(self, lab_info: Any, cluster: Cluster, app: str) -> None:
         ips = cluster.read_service(app, "dual")["spec"]["clusterIPs"]
         assert len(ips) == 2
