@@ -6,7 +6,6 @@ need none of it: the watch cache, tenacity and the answer cache load when used.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 
@@ -18,6 +17,13 @@ from ._validation import check_non_negative, check_positive_int
 Sleep = Callable[[float], None]
 
 
+def _random() -> float:
+    # random is imported on the first retry, not by every process that imports kdisco.
+    import random
+
+    return random.random()
+
+
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
     """Exponential backoff with full jitter for transient failures, inside the deadline."""
@@ -26,7 +32,7 @@ class RetryPolicy:
     maximum: float = 1.0
     # Injection points for tests, not part of the policy's value.
     sleep: Sleep = attrs.field(default=time.sleep, eq=False)
-    rng: Callable[[], float] = attrs.field(default=random.random, eq=False)
+    rng: Callable[[], float] = attrs.field(default=_random, eq=False)
 
     def __attrs_post_init__(self) -> None:
         check_non_negative(self, "initial", "maximum")

@@ -20,10 +20,10 @@ on; the ``Discoverer`` already bridges short outages with labelled stale answers
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -34,14 +34,23 @@ from ._names import Query
 from ._notify import Key, Notifier
 from ._policies import CachePolicy
 
-log = logging.getLogger("kdisco")
+if TYPE_CHECKING:
+    import logging
+
+
+def _log() -> logging.Logger:
+    # logging is imported when a watch first has something to say, not at import.
+    import logging
+
+    return logging.getLogger("kdisco")
+
 
 Callback = Callable[[Resolution], object]
 ErrorCallback = Callable[[DiscoveryError], object]
 
 
 def _log_error(error: DiscoveryError) -> None:
-    log.warning("kdisco.watch: %s", error)
+    _log().warning("kdisco.watch: %s", error)
 
 
 class Watch:
@@ -152,7 +161,7 @@ class Watch:
             try:
                 self._callback(res)
             except Exception:
-                log.exception("kdisco.watch: callback for %s failed", self._query.service)
+                _log().exception("kdisco.watch: callback for %s failed", self._query.service)
 
     def _resolve(self) -> Resolution | DiscoveryError:
         try:
@@ -187,7 +196,7 @@ class Watch:
         try:
             self._on_error(found)
         except Exception:
-            log.exception("kdisco.watch: on_error for %s failed", self._query.service)
+            _log().exception("kdisco.watch: on_error for %s failed", self._query.service)
         return None
 
     def _changed(self, res: Resolution) -> bool:
