@@ -1,6 +1,6 @@
 """``python -m bench [--quick] [N ...]``: run kdisco's benchmarks against the lab.
 
-With no numbers, all seven run. A full run (all seven, not ``--quick``) writes
+With no numbers, all ten run. A full run (all ten, not ``--quick``) writes
 ``docs/performance.md``; other runs print the report unless ``--output`` is given.
 """
 
@@ -17,10 +17,11 @@ from ._common import Section, Settings, progress
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "performance.md"
+LAST = 10  # benchmarks are numbered 1 to LAST
 
 
 def _benchmarks() -> dict[int, Callable[[Settings], Section]]:
-    from . import api, live, local
+    from . import api, coldpath, live, local, startup
 
     return {
         1: local.bench_cached,
@@ -30,6 +31,9 @@ def _benchmarks() -> dict[int, Callable[[Settings], Section]]:
         5: live.bench_propagation,
         6: live.bench_load,
         7: api.bench_growth,
+        8: startup.bench_process,
+        9: startup.bench_fresh,
+        10: coldpath.bench_cold_path,
     }
 
 
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         type=int,
         metavar="N",
-        help="benchmarks to run (1-7; default: all)",
+        help=f"benchmarks to run (1-{LAST}; default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
     parser.add_argument(
@@ -51,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         "for a full run, else print it)",
     )
     args = parser.parse_args(argv)
-    if any(n not in range(1, 8) for n in args.numbers):
-        parser.error("benchmarks are numbered 1 to 7")
-    numbers = sorted(set(args.numbers)) or list(range(1, 8))
-    full = numbers == list(range(1, 8)) and not args.quick
+    if any(n not in range(1, LAST + 1) for n in args.numbers):
+        parser.error(f"benchmarks are numbered 1 to {LAST}")
+    numbers = sorted(set(args.numbers)) or list(range(1, LAST + 1))
+    full = numbers == list(range(1, LAST + 1)) and not args.quick
     output = args.output if args.output is not None else (DOC if full else None)
 
     from lab import ensure_lab

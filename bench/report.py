@@ -114,7 +114,10 @@ def render(sections: list[Section], command: str, seconds: float) -> str:
         for caption, headers, rows2 in s.extra_tables:
             out += ["", caption, ""]
             out += _table(headers, rows2)
-        if s.notes:
-            out.append("")
-            out += [f"- {n}" for n in s.notes]
+        out.append("")
+        out += [f"- {n}" for n in s.notes]
+        out.append(
+            f"- This section alone: `PYTHONPATH=. python -m bench {s.number}` "
+            f"(`nox -s bench -- {s.number}`; add `--quick` for a smoke run)."
+        )
     return "\n".join(out) + "\n"
