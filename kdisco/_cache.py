@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable
 import attrs
 
 from ._exceptions import DiscoveryTimeout, DiscoveryUnavailable
+from ._forksafe import after_fork_in_child
 from ._models import Freshness, Resolution
 from ._policies import CachePolicy
 
@@ -45,6 +46,10 @@ class AnswerCache:
         self._entries: dict[Hashable, _Entry] = {}
         self._lock = threading.Lock()
         self._next_purge = -math.inf
+        after_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # a parent thread may have held it at the fork
 
     def get(self, key: Hashable) -> Resolution | None:
         """The cached answer when still fresh; the hot path of a warm discover()."""

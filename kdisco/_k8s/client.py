@@ -38,6 +38,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from kdisco._deadline import Deadline
 from kdisco._exceptions import AccessDenied, ConfigurationError, TransientError
+from kdisco._forksafe import after_fork_in_child
 from kdisco._validation import read_text_file
 
 Json = dict[str, Any]
@@ -108,16 +109,19 @@ class _Reaper:
         self._live: dict[int, Cutoff] = {}
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        after_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # Threads do not survive fork(): a child starts its own on its first request.
+        self._lock = threading.Condition(threading.Lock())
+        self._heap = []
+        self._live = {}
+        self._thread = None
 
     def arm(self, seconds: float, cutoff: Cutoff) -> int:
         at = time.monotonic() + seconds
         with self._lock:
-            if self._thread is None or self._pid != os.getpid():
-                # Threads do not survive fork(): a child starts its own.
-                self._pid = os.getpid()
-                self._heap.clear()
-                self._live.clear()
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="kdisco-cutoff", daemon=True)
                 self._thread.start()
             ticket = next(self._ids)

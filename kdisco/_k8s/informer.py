@@ -41,6 +41,7 @@ import attrs
 from kdisco._attempts import Outcome
 from kdisco._deadline import Clock, Deadline
 from kdisco._exceptions import AccessDenied, TransientError
+from kdisco._forksafe import after_fork_in_child
 from kdisco._models import Freshness, Resolution
 from kdisco._names import Query
 from kdisco._notify import Notifier
@@ -728,6 +729,18 @@ class WatchCache:
         self._counter = itertools.count(1)
         self._closed = False
         _LIVE.add(self)
+        after_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the informer threads are gone; start afresh on next use.
+
+        Answers from the old caches stop being valid (their epoch is void), so the
+        child asks again instead of serving the parent's last list as current.
+        """
+        self._lock = threading.Lock()
+        for cache in self._namespaces.values():
+            cache.epoch = -1
+        self._namespaces = {}
 
     def namespace(self, namespace: str) -> NamespaceCache | None:
         """The namespace's cache, started on first use; None once closed or full."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from kdisco._attempts import Outcome
 from kdisco._deadline import Clock, Deadline
 from kdisco._exceptions import TransientError
+from kdisco._forksafe import after_fork_in_child
 from kdisco._k8s.client import Json, KubeClient, pages
 from kdisco._k8s.informer import WatchCache
 from kdisco._k8s.objects import (
@@ -77,6 +78,7 @@ class ApiStrategy:
         self._client: KubeClient | None = None
         self._not_applicable: str | None = None
         self._mode = "injected client" if client_factory else self._pick_mode()
+        after_fork_in_child(self._after_fork)
         #: Where the watch cache publishes changes (a Discoverer listens here).
         self.notifier = notifier if notifier is not None else Notifier()
         self._watch: WatchCache | None = (
@@ -117,6 +119,13 @@ class ApiStrategy:
                 else:
                     self._client = KubeClient.from_kubeconfig(self._kubeconfig, self._context)
             return self._client
+
+    def _after_fork(self) -> None:
+        # The pooled connections are the parent's: a child talking on them would
+        # interleave with it. Drop them (unclosed: closing would shut the parent's
+        # TLS sessions down); the child connects afresh.
+        self._lock = threading.Lock()
+        self._client = None
 
     @property
     def watch_cache(self) -> WatchCache | None:
