@@ -199,6 +199,7 @@ def test_env_answers_are_kept_for_max_ttl() -> None:
     clock = FakeClock()
     environ = {
         "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "POD_NAMESPACE": "default",
         "WEB_SERVICE_HOST": "10.96.0.20",
         "WEB_SERVICE_PORT": "80",
     }

@@ -132,6 +132,7 @@ def test_namespace_option_is_the_services_not_the_pods(
     # payments in "billing" must not answer with shop's ClusterIP: --namespace names the
     # Service's namespace, as discover(namespace=) does, not the pod's.
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("POD_NAMESPACE", "shop")  # the downward API, as in a real pod
     monkeypatch.setenv("PAYMENTS_SERVICE_HOST", "10.96.0.12")
     monkeypatch.setenv("PAYMENTS_SERVICE_PORT", "5432")
     code, out, _ = run(capsys, "payments", "--strategies", "env", "--json")

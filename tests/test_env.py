@@ -249,7 +249,7 @@ def test_same_number_over_udp_and_tcp(reverse: bool) -> None:
 
 
 def test_through_a_discoverer() -> None:
-    environ = pod_environ(PAYMENTS, extra=[("KDISCO_NAMESPACE", "shop")])
+    environ = pod_environ(PAYMENTS, extra=[("POD_NAMESPACE", "shop")])
     discoverer = kdisco.Discoverer(strategies=["env"], environ=environ)
     res = discoverer.discover("payments", port="https")
     assert (res.source, res.first().address) == ("env", "10.96.5.5:8443")
@@ -257,3 +257,42 @@ def test_through_a_discoverer() -> None:
         discoverer.discover("orders")
     with pytest.raises(kdisco.PortNotFound):
         discoverer.discover("payments", port="grpc")
+
+
+
+# -- hostile or confusing variables (issue 10, item 10) ------------------------------------
+
+
+def test_a_chosen_namespace_is_not_taken_for_the_pods_own() -> None:
+    # KDISCO_NAMESPACE says where to search, not where the pod runs: without
+    # POD_NAMESPACE or a service-account file the variables match no namespace.
+    environ = pod_environ(PAYMENTS, extra=[("KDISCO_NAMESPACE", "billing")])
+    with kdisco.Discoverer(strategies=["env"], environ=environ) as d:
+        with pytest.raises(kdisco.DiscoveryUnavailable) as info:
+            d.discover("payments")
+    assert "namespace is unknown" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "70000", "-1", "٨٠", "9" * 5000])
+def test_impossible_port_values_are_ignored(value: str) -> None:
+    environ = {
+        "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+        "WEB_SERVICE_HOST": "10.96.0.20",
+        "WEB_SERVICE_PORT": value,
+        "WEB_SERVICE_PORT_HTTP": "80",
+    }
+    res = EnvStrategy(environ, namespace="shop").lookup(query("web"), Deadline(1.0))
+    assert isinstance(res, Resolution)
+    assert [(p.name, p.port) for p in res.ports] == [("http", 80)]
+
+
+def test_a_neighbouring_service_does_not_lend_its_ports() -> None:
+    # Service "web-service-port" writes WEB_SERVICE_PORT_SERVICE_PORT(_HTTP), which
+    # read like ports of "web" named "service-port" and "service-port-http".
+    environ = pod_environ(
+        Service("web", "10.96.0.20", (Port(80, "http"),)),
+        Service("web-service-port", "10.96.0.30", (Port(9000, "http"),)),
+    )
+    res = EnvStrategy(environ, namespace="shop").lookup(query("web"), Deadline(1.0))
+    assert isinstance(res, Resolution)
+    assert [(p.name, p.port) for p in res.ports] == [("http", 80)]

@@ -96,6 +96,7 @@ def test_fake_in_a_chain_falls_through_to_the_next_strategy() -> None:
 def test_fake_in_front_of_the_env_strategy() -> None:
     pod_env = {
         "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+        "POD_NAMESPACE": "shop",
         "PAYMENTS_SERVICE_HOST": "10.96.0.12",
         "PAYMENTS_SERVICE_PORT": "5432",
     }

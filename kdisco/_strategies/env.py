@@ -40,8 +40,9 @@ class EnvStrategy:
 
     name = "env"
 
-    def __init__(self, environ: Mapping[str, str], *, namespace: str) -> None:
+    def __init__(self, environ: Mapping[str, str], *, namespace: str | None) -> None:
         self._environ = environ
+        #: The pod's own namespace, None when it cannot be known.
         self._namespace = namespace
 
     @property
@@ -51,6 +52,11 @@ class EnvStrategy:
             return (
                 "not in a pod: KUBERNETES_SERVICE_HOST is unset, so the kubelet wrote no "
                 "service variables"
+            )
+        if self._namespace is None:
+            return (
+                "the pod's namespace is unknown (no POD_NAMESPACE, no service-account "
+                "namespace file), so the variables cannot be matched to a namespace"
             )
         return None
 
@@ -113,18 +119,41 @@ class EnvStrategy:
         link = re.compile(rf"{re.escape(prefix)}_PORT_(\d+)_({'|'.join(_PROTOCOLS)})")
         for key in env:
             m = link.fullmatch(key)
-            if m:
-                protocols.setdefault(int(m.group(1)), set()).add(m.group(2))
+            number = _port_number(m.group(1)) if m else None
+            if m and number is not None:
+                protocols.setdefault(number, set()).add(m.group(2))
+        # Services whose variable names start with this one's: "web-service-port"
+        # writes WEB_SERVICE_PORT_SERVICE_PORT(_HTTP) and WEB_SERVICE_PORT_PORT_9000_TCP_PORT,
+        # which read like ports of "web" named "service-port", "service-port-http" and
+        # "port-9000-tcp-port". Every Service writes <PREFIX>_SERVICE_HOST, so the
+        # others are known, and so are the shapes of their variables.
+        others = [
+            other
+            for key in env
+            if key.endswith("_SERVICE_HOST")
+            and (other := key[: -len("_SERVICE_HOST")]).startswith(prefix + "_")
+        ]
+
+        def belongs_to_another(key: str) -> bool:
+            for other in others:
+                if key.startswith(other + "_SERVICE_"):
+                    return True
+                link = key[len(other) + len("_PORT_") :]
+                if key.startswith(other + "_PORT_") and _LINK_SUFFIX.fullmatch(link):
+                    return True
+            return False
+
         names: dict[int, list[str]] = {}
         named = f"{prefix}_SERVICE_PORT_"
         for key, value in env.items():
-            if not key.startswith(named):
+            if not key.startswith(named) or belongs_to_another(key):
                 continue
             suffix = key[len(named) :]
-            if _LINK_SUFFIX.fullmatch(suffix) or not value.strip().isdigit():
+            number = _port_number(value)
+            if _LINK_SUFFIX.fullmatch(suffix) or number is None:
                 continue
             # Port names are lower-case RFC 1123 labels: '_' can only have been '-'.
-            names.setdefault(int(value), []).append(suffix.lower().replace("_", "-"))
+            names.setdefault(number, []).append(suffix.lower().replace("_", "-"))
         first = _first_port(env, prefix)
 
         numbers = sorted(set(protocols) | set(names) | ({first} if first else set()))
@@ -145,11 +174,21 @@ def _first_port(env: Mapping[str, str], prefix: str) -> int | None:
     under the very name that holds "foo"'s first port; the kubelet keeps whichever it
     wrote last. ``FOO_PORT`` (only "foo" writes it) also names the first port.
     """
-    text = env.get(f"{prefix}_SERVICE_PORT", "").strip()
-    if text.isdigit():
-        return int(text)
+    number = _port_number(env.get(f"{prefix}_SERVICE_PORT", ""))
+    if number is not None:
+        return number
     m = _LINK_URL.fullmatch(env.get(f"{prefix}_PORT", "").strip())
-    return int(m.group(1)) if m else None
+    return _port_number(m.group(1)) if m else None
+
+
+def _port_number(text: str) -> int | None:
+    """A port the kubelet could have written (1-65535), else None: the variables are
+    the environment's, and anything may have been set there by hand."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 5:
+        return None
+    number = int(text)
+    return number if 1 <= number <= 65535 else None
 
 
 def _pair(names: list[str], protocols: set[str] | None) -> list[tuple[str | None, str]]:
@@ -181,7 +220,15 @@ def _pair(names: list[str], protocols: set[str] | None) -> list[tuple[str | None
 def from_settings(settings: Settings, notifier: Notifier) -> EnvStrategy:
     """The registry's factory.
 
-    Without POD_NAMESPACE or a service-account file the pod's namespace is unknown;
-    the Discoverer's namespace is then the best guess there is.
+    Without POD_NAMESPACE or a service-account file the pod's namespace is unknown. A
+    namespace that was only detected or defaulted is then the best guess there is; one
+    chosen by the user (KDISCO_NAMESPACE, an argument) says what to search, not where
+    the pod runs, so the variables cannot be matched to it.
     """
-    return EnvStrategy(settings.environ, namespace=settings.pod_namespace or settings.namespace)
+    namespace = settings.pod_namespace
+    if namespace is None and settings.sources.get("namespace") not in (
+        "argument",
+        "KDISCO_NAMESPACE",
+    ):
+        namespace = settings.namespace
+    return EnvStrategy(settings.environ, namespace=namespace)

@@ -50,6 +50,7 @@ def pod_environ(lab_info: Any, cluster: Cluster, ns: str) -> dict[str, str]:
     env.update(
         KUBERNETES_SERVICE_HOST="127.0.0.1",
         KUBERNETES_SERVICE_PORT=api_port(lab_info),
+        POD_NAMESPACE=ns,  # the downward API, as the pod spec would set it
     )
     return env
 
