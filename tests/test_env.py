@@ -267,9 +267,9 @@ def test_a_chosen_namespace_is_not_taken_for_the_pods_own() -> None:
     # KDISCO_NAMESPACE says where to search, not where the pod runs: without
     # POD_NAMESPACE or a service-account file the variables match no namespace.
     environ = pod_environ(PAYMENTS, extra=[("KDISCO_NAMESPACE", "billing")])
-    with kdisco.Discoverer(strategies=["env"], environ=environ) as d:
-        with pytest.raises(kdisco.DiscoveryUnavailable) as info:
-            d.discover("payments")
+    d = kdisco.Discoverer(strategies=["env"], environ=environ)
+    with d, pytest.raises(kdisco.DiscoveryUnavailable) as info:
+        d.discover("payments")
     assert "namespace is unknown" in str(info.value)
 
 
