@@ -76,13 +76,22 @@ class ApiStrategy:
         self._factory = client_factory
         self._lock = threading.Lock()
         self._client: KubeClient | None = None
+        self._building: _Building | None = None
         self._not_applicable: str | None = None
         self._mode = "injected client" if client_factory else self._pick_mode()
         after_fork_in_child(self._after_fork)
         #: Where the watch cache publishes changes (a Discoverer listens here).
         self.notifier = notifier if notifier is not None else Notifier()
         self._watch: WatchCache | None = (
-            WatchCache(self._api_client, policy, clock, self.notifier) if policy.enabled else None
+            WatchCache(
+                # An informer waits for credentials as long as for any response.
+                lambda: self._api_client(Deadline(policy.connect_timeout + policy.read_timeout)),
+                policy,
+                clock,
+                self.notifier,
+            )
+            if policy.enabled
+            else None
         )
 
     def _pick_mode(self) -> str:
@@ -109,16 +118,39 @@ class ApiStrategy:
     def mode(self) -> str:
         return self._mode
 
-    def _api_client(self) -> KubeClient:
+    def _build_client(self) -> KubeClient:
+        if self._factory is not None:
+            return self._factory()
+        if self._mode == "in-cluster":
+            return KubeClient.in_cluster(self._sa_dir, self._environ)
+        return KubeClient.from_kubeconfig(self._kubeconfig, self._context)
+
+    def _api_client(self, deadline: Deadline | None = None) -> KubeClient:
+        """The client, built once. Building can run a kubeconfig's exec credential
+        plugin, which may take any time: it runs in a thread of its own, and each
+        caller waits for it only as long as its own deadline allows (no lock is held
+        while waiting, so no caller waits on another's)."""
         with self._lock:
-            if self._client is None:
-                if self._factory is not None:
-                    self._client = self._factory()
-                elif self._mode == "in-cluster":
-                    self._client = KubeClient.in_cluster(self._sa_dir, self._environ)
-                else:
-                    self._client = KubeClient.from_kubeconfig(self._kubeconfig, self._context)
-            return self._client
+            if self._client is not None:
+                return self._client
+            building = self._building
+            if building is None:
+                building = self._building = _Building(self._build_client)
+        remaining = None if deadline is None else deadline.remaining()
+        if not building.done.wait(remaining):
+            raise TransientError(
+                "loading the API credentials did not finish before the deadline "
+                "(a slow kubeconfig exec plugin?); it goes on in the background"
+            )
+        with self._lock:
+            if self._building is building:
+                self._building = None
+                if building.client is not None:
+                    self._client = building.client
+            if building.error is not None:
+                raise building.error
+            assert building.client is not None
+            return building.client
 
     def _after_fork(self) -> None:
         # The pooled connections are the parent's: a child talking on them would
@@ -126,6 +158,7 @@ class ApiStrategy:
         # TLS sessions down); the child connects afresh.
         self._lock = threading.Lock()
         self._client = None
+        self._building = None
 
     @property
     def watch_cache(self) -> WatchCache | None:
@@ -159,7 +192,7 @@ class ApiStrategy:
     def _direct(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         """GET the Service, then LIST its slices when headless."""
         ns, name = query.service.namespace, query.service.name
-        client = self._api_client()
+        client = self._api_client(deadline)
         svc = client.get_json(service_path(ns, name), (), deadline, ("get", "services", ns))
         if svc is None:
             return Miss(
@@ -175,6 +208,25 @@ class ApiStrategy:
                 SliceInfo.from_json(sl, prefer) for sl in _list_slices(client, query, deadline)
             ],
         )
+
+
+class _Building:
+    """A client being built in a thread of its own (see ``ApiStrategy._api_client``)."""
+
+    def __init__(self, build: Callable[[], KubeClient]) -> None:
+        self.done = threading.Event()
+        self.client: KubeClient | None = None
+        self.error: BaseException | None = None
+        self._build = build
+        threading.Thread(target=self._run, name="kdisco-credentials", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.client = self._build()
+        except BaseException as exc:  # handed to every waiting caller
+            self.error = exc
+        finally:
+            self.done.set()
 
 
 def _list_slices(client: KubeClient, query: Query, deadline: Deadline) -> list[Json]:

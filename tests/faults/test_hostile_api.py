@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -315,3 +316,58 @@ def test_close_cuts_a_list_that_waits_for_headers() -> None:
         # 90 s read timeout and close() would give up on them after 5 s.
         assert time.monotonic() - started < 2.0
         assert not [t for t in threads if t.is_alive()]
+
+
+# -- a slow kubeconfig exec credential plugin (item 3) ------------------------------------
+
+
+def test_a_slow_exec_plugin_costs_no_caller_more_than_its_deadline(
+    server: FakeApiServer, tmp_path: Any
+) -> None:
+    # The plugin takes 5 s. Each caller waits for it only within its own deadline,
+    # and none waits on a lock another caller holds.
+    plugin = tmp_path / "slow-plugin.py"
+    plugin.write_text(
+        "import json, time\n"
+        "time.sleep(5)\n"
+        'print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1",'
+        ' "kind": "ExecCredential", "status": {"token": "t"}}))\n'
+    )
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: lab\n"
+        f"clusters:\n- name: lab\n  cluster: {{server: '{server.url}'}}\n"
+        "contexts:\n- name: lab\n  context: {cluster: lab, user: dev, namespace: shop}\n"
+        "users:\n- name: dev\n  user:\n    exec:\n"
+        "      apiVersion: client.authentication.k8s.io/v1beta1\n"
+        f"      command: {sys.executable}\n      args: [{str(plugin)!r}]\n"
+        "      interactiveMode: Never\n"
+    )
+    d = Discoverer(strategies=["api"], kubeconfig=config, environ={}, api_watch=False)
+    elapsed: list[float] = []
+    errors: list[BaseException] = []
+
+    def call(timeout: float) -> None:
+        started = time.monotonic()
+        try:
+            d.discover("web", timeout=timeout)
+        except kdisco.DiscoveryError as exc:
+            errors.append(exc)
+        elapsed.append(time.monotonic() - started)
+
+    with d:
+        threads = [threading.Thread(target=call, args=(t,)) for t in (1.0, 0.5, 0.5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    # Bounds, not speed figures: without the fix the callers queue behind one lock
+    # and the first alone takes the plugin's 5 s.
+    assert len(elapsed) == 3
+    assert max(elapsed) < 2.0
+    assert len(errors) == 3
+    assert all("credentials did not finish" in str(e) for e in errors)
+    # The plugin finishes in the background; let it, so no thread outlives the test.
+    for t in threading.enumerate():
+        if t.name == "kdisco-credentials":
+            t.join(10)
