@@ -138,3 +138,18 @@ def test_redact_keeps_ordinary_text_and_removes_secrets(text: str, kept: bool) -
 def test_file_paths_survive_redaction(path: str) -> None:
     # Errors name the file that is wrong; a path is not key material.
     assert redact(f"cannot read static file {path!r}") == f"cannot read static file {path!r}"
+
+
+def test_a_kubeconfig_over_plain_http_with_credentials_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kdisco._k8s.client import KubeClient
+    from tests._helpers_api import write_kubeconfig
+
+    config = write_kubeconfig(tmp_path / "config", "http://127.0.0.1:9", token="tok3nVALUE")
+    with caplog.at_level(logging.WARNING, logger="kdisco"):
+        KubeClient.from_kubeconfig([str(config)], None).close()
+        KubeClient.from_kubeconfig([str(config)], None).close()
+    warnings = [r for r in caplog.records if "plain http://127.0.0.1:9" in r.getMessage()]
+    assert len(warnings) == 1
+    assert leaks(caplog.text) == []

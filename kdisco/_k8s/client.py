@@ -330,6 +330,8 @@ class KubeClient:
             return found
 
         where = f"kubeconfig {joined}" + (f" context {context}" if context else "")
+        if str(cfg.host).startswith("http://") and headers():
+            _warn_plain_http(where, str(cfg.host))
         return cls(cfg.host, pool, headers, describe=where)
 
     def close(self) -> None:
@@ -404,6 +406,24 @@ class KubeClient:
         if not isinstance(parsed, dict):
             raise TransientError(f"{what[0]} {what[1]}: response is not a JSON object")
         return parsed
+
+
+_plain_http_warned: set[str] = set()
+
+
+def _warn_plain_http(where: str, host: str) -> None:
+    """Once per server: credentials are about to travel unencrypted (kdisco never sends
+    in-cluster tokens over plain HTTP; a kubeconfig can ask it to)."""
+    if host in _plain_http_warned:
+        return
+    _plain_http_warned.add(host)
+    import logging
+
+    logging.getLogger("kdisco").warning(
+        "kdisco: %s points at plain %s: its credentials travel unencrypted; use https",
+        where,
+        host,
+    )
 
 
 def pages(fetch: Callable[[str | None], Json | None]) -> Iterator[Json]:

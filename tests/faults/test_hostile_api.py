@@ -24,6 +24,7 @@ from tests._helpers_api import (
     FakeApiServer,
     FakeNamespace,
     Json,
+    Reply,
     client_for,
     eps_slice,
     svc,
@@ -371,3 +372,24 @@ def test_a_slow_exec_plugin_costs_no_caller_more_than_its_deadline(
     for t in threading.enumerate():
         if t.name == "kdisco-credentials":
             t.join(10)
+
+
+def test_redirects_are_not_followed_so_the_token_goes_nowhere_else(
+    server: FakeApiServer, tmp_path: Any
+) -> None:
+    from tests._helpers_api import fake_apiserver, service_path, write_kubeconfig
+
+    with fake_apiserver() as elsewhere:
+        server.route(
+            service_path("shop", "web"),
+            Reply(302, b"", headers={"Location": elsewhere.url + service_path("shop", "web")}),
+        )
+        config = write_kubeconfig(tmp_path / "config", server.url, token="tok3nVALUE")
+        d = Discoverer(
+            strategies=["api"], kubeconfig=config, environ={}, api_watch=False, timeout=1.0
+        )
+        with d, pytest.raises(kdisco.DiscoveryError) as info:
+            d.discover("web.shop")
+        assert "302" in str(info.value)
+        assert elsewhere.requests == []
+        assert all(r.headers.get("authorization") == "Bearer tok3nVALUE" for r in server.requests)
