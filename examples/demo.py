@@ -93,7 +93,9 @@ def main() -> int:
                 KUBECONFIG=str(info.kubeconfig),
                 KDISCO_DNS_SERVER=f"{info.dns_host}:{info.dns_port}",
                 KDISCO_CLUSTER_DOMAIN=info.cluster_domain,
-                KDISCO_NAMESPACE=NAMESPACE,
+                # The downward API's namespace, as a pod spec would set it (the env
+                # strategy reads only the pod's own namespace's variables).
+                POD_NAMESPACE=NAMESPACE,
             )
             rows = []
             for name in services:
