@@ -129,8 +129,9 @@ class AnswerCache:
             freshness=Freshness(clock=self._clock, fetched_at=now - age),
         )
         # Serve it without asking again for a little while: a dead backend must not
-        # cost every caller a full deadline.
-        self._store(key, _Entry(stale, now + self.policy.min_ttl, None))
+        # cost every caller a full deadline. Never past max_stale, though.
+        until = min(now + self.policy.min_ttl, now - age + self.policy.max_stale)
+        self._store(key, _Entry(stale, until, None))
         return stale
 
     def clear(self) -> None:

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -1038,3 +1039,38 @@ def test_the_fast_endpoint_builder_agrees_with_the_constructor() -> None:
     assert repr(built) == repr(expected)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         built.host = "192.0.2.6"
+
+
+def test_close_closes_pooled_connections_even_while_a_pool_is_referenced() -> None:
+    # PoolManager.clear() only forgets pools; a kept urllib3 error refers to its pool,
+    # whose idle keep-alive sockets would then stay open (found by the lab fault tests).
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        client = client_for(f"http://127.0.0.1:{httpd.server_address[1]}")
+        response = client.open("/x", connect_timeout=1, read_timeout=1)
+        response.data  # noqa: B018 - read the body so the connection goes back to the pool
+        response.release_conn()
+        kept = response._pool  # what a kept ReadTimeoutError holds on to
+        (conn,) = list(kept.pool.queue) if kept.pool else [None]
+        assert conn is not None
+        assert conn.sock is not None  # an idle keep-alive connection, open
+        client.close()
+        assert kept.pool is None
+        assert conn.sock is None  # closed now, not when the pool is collected
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

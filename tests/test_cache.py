@@ -412,3 +412,23 @@ def test_a_discoverer_keeps_its_cache_bounded() -> None:
     assert len(s.calls) == 500
     d.discover("web.ns0")  # long since dropped to stay within 50: asked again
     assert len(s.calls) == 501
+
+
+def test_a_stale_answer_is_never_served_past_max_stale() -> None:
+    # The failing refresh is retried at most every min_ttl, but the stale copy kept
+    # meanwhile must not outlive max_stale (found by tests/integration/test_lab_faults).
+    clock = FakeClock()
+    d, _ = make(
+        answer(ttl=5.0),
+        kdisco.TransientError("SERVFAIL"),
+        clock=clock,
+        cache=CachePolicy(min_ttl=5.0, max_ttl=5.0, max_stale=8.0),
+    )
+    d.discover("web")
+    clock.advance(5.0)
+    stale = d.discover("web")  # the refresh fails (its retries pass on the fake clock)
+    assert stale.stale
+    assert stale.age <= 8.0
+    clock.advance(2.0)  # within min_ttl of the failed refresh, but past max_stale
+    with pytest.raises(kdisco.DiscoveryUnavailable):
+        d.discover("web")

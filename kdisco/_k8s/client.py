@@ -335,6 +335,13 @@ class KubeClient:
         return cls(cfg.host, pool, headers, describe=where)
 
     def close(self) -> None:
+        """Close every pooled connection now. (``PoolManager.clear()`` only forgets
+        the pools: their sockets would stay open for as long as anything, a kept
+        exception say, still refers to a pool.)"""
+        pools = self._pool.pools
+        for key in list(pools.keys()):
+            with contextlib.suppress(KeyError):
+                pools[key].close()
         self._pool.clear()
 
     # -- requests ----------------------------------------------------------------------

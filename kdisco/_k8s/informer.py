@@ -423,13 +423,14 @@ class _Informer(threading.Thread):
         rv: str | None = None
         listed_at = -math.inf
         failures = 0
+        denied = 0
         while not self._stopping.is_set():
             try:
                 if rv is None or self._clock() - listed_at >= self._policy.relist_interval:
                     rv = self._list()
                     listed_at = self._clock()
                     self._mark_synced()
-                    failures = 0
+                    failures = denied = 0
                 until = listed_at + self._policy.relist_interval
                 rv = self._watch(rv, until)
                 failures = 0
@@ -444,10 +445,16 @@ class _Informer(threading.Thread):
                 # Events were lost: answers may be behind until the re-list is done.
                 rv = None
                 self._mark_unsynced(f"{self.resource}: {exc}; re-listing")
+                # A compaction or an apiserver restart sends 410 to every client at
+                # once: a short jittered pause spreads their re-lists.
+                self._stopping.wait(self._backoff.wait_for(1))
             except AccessDenied as exc:
                 failures += 1
+                denied += 1
                 self._mark_unsynced(f"{self.resource}: {exc.message}")
-                if not self._denied_logged:
+                # A restarting apiserver denies everything until its RBAC cache has
+                # loaded; only a denial that lasts is worth a warning.
+                if denied == 3 and not self._denied_logged:
                     self._denied_logged = True
                     log.warning(
                         "kdisco: watch cache off for namespace %r (%s); reading the API "
@@ -456,8 +463,9 @@ class _Informer(threading.Thread):
                         self._cache.namespace,
                         exc.message,
                     )
-                # Permissions rarely change: try again at the re-list pace.
-                self._stopping.wait(max(self._policy.backoff_max, 1.0))
+                # Backoff with full jitter, as for any failure: a fleet of clients
+                # denied together must not retry together.
+                self._stopping.wait(self._backoff.wait_for(min(failures, 32)))
             except Exception as exc:
                 if self._stopping.is_set():
                     break
