@@ -1,6 +1,6 @@
 """``python -m bench [--quick] [N ...]``: run kdisco's benchmarks against the lab.
 
-With no numbers, all ten run. A full run (all ten, not ``--quick``) writes
+With no numbers, all eleven run. A full run (all eleven, not ``--quick``) writes
 ``docs/performance.md``; other runs print the report unless ``--output`` is given.
 """
 
@@ -17,11 +17,11 @@ from ._common import Section, Settings, progress
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "performance.md"
-LAST = 10  # benchmarks are numbered 1 to LAST
+LAST = 11  # benchmarks are numbered 1 to LAST
 
 
 def _benchmarks() -> dict[int, Callable[[Settings], Section]]:
-    from . import api, coldpath, live, local, startup
+    from . import api, coldpath, fleet, live, local, startup
 
     return {
         1: local.bench_cached,
@@ -34,6 +34,7 @@ def _benchmarks() -> dict[int, Callable[[Settings], Section]]:
         8: startup.bench_process,
         9: startup.bench_fresh,
         10: coldpath.bench_cold_path,
+        11: fleet.bench_fleet,
     }
 
 
