@@ -29,8 +29,14 @@ def main(argv: list[str]) -> None:
         extra: dict[str, Any] = {}
         if "api_watch" in inspect.signature(kdisco.Discoverer).parameters:
             extra["api_watch"] = mode == "kdisco-watch"
+        # A throughput figure, not a deadline test: 50,000 endpoints take seconds.
         d = kdisco.Discoverer(
-            strategies=["api"], kubeconfig=kubeconfig, namespace=ns, cache=True, **extra
+            strategies=["api"],
+            kubeconfig=kubeconfig,
+            namespace=ns,
+            cache=True,
+            timeout=120,
+            **extra,
         )
         d.discover(warm_svc, namespace=warm_ns)  # builds the client, imports, threads
         gc.collect()

@@ -54,14 +54,25 @@ def measure_read(settings: Settings, endpoints: int, rounds: int) -> dict[str, A
     api = _client(kubeconfig)
     raw = api.list_namespaced_endpoint_slice(ns, label_selector=selector, _preload_content=False)
     body = raw.data
+    # Throughput figures, not deadline tests: the largest Services take seconds.
     plain = kdisco.Discoverer(
-        strategies=["api"], cache=False, kubeconfig=kubeconfig, namespace=ns, **watch_kw(False)
+        strategies=["api"],
+        cache=False,
+        kubeconfig=kubeconfig,
+        namespace=ns,
+        timeout=120,
+        **watch_kw(False),
     )
     cases: dict[str, Any] = {KD: lambda: plain.discover(svc)}
     watcher = None
     if has_api_watch():
         watcher = kdisco.Discoverer(
-            strategies=["api"], cache=False, kubeconfig=kubeconfig, namespace=ns, **watch_kw(True)
+            strategies=["api"],
+            cache=False,
+            kubeconfig=kubeconfig,
+            namespace=ns,
+            timeout=120,
+            **watch_kw(True),
         )
         cases[KDW] = lambda: watcher.discover(svc)
     cases.update(
