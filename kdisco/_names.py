@@ -220,3 +220,16 @@ def in_cluster_target(external_name: str | None, cluster_domain: str) -> Service
     if target is None or target.cluster_domain != cluster_domain:
         return None
     return target
+
+
+#: An RFC 1123 subdomain, as the API validates spec.externalName (any case here: DNS
+#: answers may carry upper case).
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def is_dns_name(text: str) -> bool:
+    """Whether ``text`` (without a trailing dot) is a host name an ExternalName may hold."""
+    return bool(_DNS_NAME.fullmatch(text))

@@ -259,7 +259,6 @@ def test_through_a_discoverer() -> None:
         discoverer.discover("payments", port="grpc")
 
 
-
 # -- hostile or confusing variables (issue 10, item 10) ------------------------------------
 
 

@@ -444,8 +444,9 @@ def pages(fetch: Callable[[str | None], Json | None]) -> Iterator[Json]:
         if page is None:
             return
         yield page
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
+        meta = page.get("metadata")
+        token = meta.get("continue") if isinstance(meta, dict) else None
+        if not token or not isinstance(token, str):
             return
 
 

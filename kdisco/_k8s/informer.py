@@ -62,6 +62,7 @@ from .objects import (
     MalformedObject,
     ServiceInfo,
     SliceInfo,
+    list_items,
     object_name,
     resolve_info,
     services_path,
@@ -525,11 +526,13 @@ class _Informer(threading.Thread):
         items: list[Json] = []
         last: Json = {}
         for page in pages(self._page):
-            items.extend(page.get("items") or ())
+            items.extend(list_items(page, f"{self.resource} list"))
             last = page
         self.lists += 1
         self._cache.replace(self.resource, items)
-        return str((last.get("metadata") or {}).get("resourceVersion", ""))
+        meta = last.get("metadata")
+        rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        return rv if isinstance(rv, str) else ""
 
     def _page(self, token: str | None) -> Json:
         query = [("limit", str(self._policy.page_size))]

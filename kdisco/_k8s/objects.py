@@ -18,7 +18,7 @@ import attrs
 
 from kdisco._attempts import Outcome
 from kdisco._models import Endpoint, Resolution, ServiceKind, ServicePort, choose_port, port_labels
-from kdisco._names import Query, in_cluster_target
+from kdisco._names import Query, in_cluster_target, is_dns_name
 from kdisco._strategies.base import Miss
 
 Json = dict[str, Any]
@@ -114,9 +114,22 @@ def _ip(value: object, where: str, family: int | None = None) -> str:
     raise _bad(where, value, expected)
 
 
-def object_name(obj: Json) -> str:
-    """``metadata.name`` (empty when missing or not a string)."""
-    meta = obj.get("metadata")
+def list_items(page: Json, what: str) -> list[Json]:
+    """A list response's ``items``, each an object; MalformedObject otherwise."""
+    items = page.get("items")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise _bad(f"{what}.items", items, "a list")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _bad(f"{what}.items[{i}]", item, "an object")
+    return items
+
+
+def object_name(obj: object) -> str:
+    """``metadata.name`` (empty when missing or not a string, or ``obj`` no object)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
     name = meta.get("name") if isinstance(meta, dict) else None
     return name if isinstance(name, str) else ""
 
@@ -147,6 +160,9 @@ class ServiceInfo:
     def from_json(cls, svc: Json) -> ServiceInfo:
         """Raises ``MalformedObject`` naming the first field that is not as the API
         defines it."""
+        given: object = svc  # JSON from a server: checked, whatever the annotation says
+        if not isinstance(given, dict):
+            raise _bad("Service", given, "an object")
         where = f"Service {object_name(svc)!r}"
         spec = _dict(svc, "spec", where)
         where += ".spec"
@@ -154,14 +170,20 @@ class ServiceInfo:
         if not ips:
             single = _str(spec, "clusterIP", where)
             ips = [single] if single else []
+        if "None" in ips and len(ips) > 1:
+            raise _bad(f"{where}.clusterIPs", ips, '"None" alone (headless) or addresses')
         cluster_ips = tuple(
             ip if ip == "None" else _ip(ip, f"{where}.clusterIPs[{i}]") for i, ip in enumerate(ips)
         )
+        kind = _str(spec, "type", where, default="ClusterIP") or "ClusterIP"
+        external = (_str(spec, "externalName", where) or "").removesuffix(".")
+        if kind == "ExternalName" and not is_dns_name(external):
+            raise _bad(f"{where}.externalName", external, "a DNS name")
         return cls(
-            type=_str(spec, "type", where, default="ClusterIP") or "ClusterIP",
+            type=kind,
             ports=service_ports(spec, where),
             cluster_ips=cluster_ips,
-            external_name=(_str(spec, "externalName", where) or "").removesuffix("."),
+            external_name=external,
             publish_not_ready=bool(_bool(spec, "publishNotReadyAddresses", where)),
         )
 
@@ -225,6 +247,9 @@ class SliceInfo:
         Raises ``MalformedObject`` naming the first field that is not as the API
         defines it.
         """
+        given: object = sl  # JSON from a server: checked, whatever the annotation says
+        if not isinstance(given, dict):
+            raise _bad("EndpointSlice", given, "an object")
         where = f"EndpointSlice {object_name(sl)!r}"
         meta = _dict(sl, "metadata", where)
         labels = _dict(meta, "labels", f"{where}.metadata")

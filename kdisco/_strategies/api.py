@@ -22,6 +22,7 @@ from kdisco._k8s.objects import (
     SERVICE_NAME_LABEL,
     ServiceInfo,
     SliceInfo,
+    list_items,
     resolve_info,
     service_path,
     slices_path,
@@ -243,7 +244,7 @@ def _list_slices(client: KubeClient, query: Query, deadline: Deadline) -> list[J
         query_args = base + ([("continue", token)] if token else [])
         return client.get_json(slices_path(ns), query_args, deadline, what)
 
-    return [item for page in pages(fetch) for item in page.get("items") or ()]
+    return [item for page in pages(fetch) for item in list_items(page, "EndpointSliceList")]
 
 
 def from_settings(settings: Settings, notifier: Notifier) -> ApiStrategy:

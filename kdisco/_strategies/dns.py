@@ -24,7 +24,7 @@ from kdisco._attempts import Outcome
 from kdisco._deadline import Deadline
 from kdisco._exceptions import TransientError
 from kdisco._models import Endpoint, Resolution, ServiceKind, ServicePort
-from kdisco._names import Query, in_cluster_target
+from kdisco._names import Query, in_cluster_target, is_dns_name
 from kdisco._settings import DnsTarget, Settings
 
 from .base import Miss
@@ -237,11 +237,12 @@ class DnsStrategy:
         glue = _glue(answer.response)
         endpoints: list[Endpoint] = []
         headless = False
-        # A target of "." means "not available at this name" (RFC 2782).
+        # A target of "." means "not available at this name" (RFC 2782), and port 0
+        # is no port at all: neither record can be connected to.
         records: list[Any] = [
             r
             for r in answer.rrset.processing_order()
-            if r.target != dns.name.root  # type: ignore[attr-defined]
+            if r.target != dns.name.root and r.port != 0  # type: ignore[attr-defined]
         ]
         missing = [srv.target for srv in records if srv.target not in glue]
         if missing:
@@ -358,7 +359,10 @@ def _external_name(answer: dns.resolver.Answer) -> str | None:
         return None
     first: dns.rrset.RRset = cnames[0]
     target: dns.name.Name = first[0].target
-    return target.to_text(omit_final_dot=True)
+    text = target.to_text(omit_final_dot=True)
+    # A CNAME to the root (or to anything that is no host name) names nothing to
+    # connect to: it is no ExternalName answer.
+    return text if is_dns_name(text) else None
 
 
 def _addresses(answer: dns.resolver.Answer) -> list[str]:
