@@ -80,7 +80,7 @@ class DnsResponder:
         self.queries: list[Seen] = []
         self._table: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], list[Entry]] = {}
         self._lock = threading.Lock()
-        self._udp, self._tcp = _bind_pair()
+        self._udp, self._tcp = bind_pair()
         self.port: int = self._udp.getsockname()[1]
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread = threading.Thread(target=self._serve, name="test-dns", daemon=True)
@@ -174,8 +174,8 @@ class DnsResponder:
         with conn:
             conn.settimeout(2.0)
             try:
-                (length,) = struct.unpack("!H", _recv_exactly(conn, 2))
-                request = dns.message.from_wire(_recv_exactly(conn, length))
+                (length,) = struct.unpack("!H", recv_exactly(conn, 2))
+                request = dns.message.from_wire(recv_exactly(conn, length))
             except (OSError, EOFError):
                 return
             response = self._respond(request, "tcp")
@@ -212,7 +212,7 @@ class DnsResponder:
         return response
 
 
-def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+def recv_exactly(conn: socket.socket, n: int) -> bytes:
     data = b""
     while len(data) < n:
         chunk = conn.recv(n - len(data))
@@ -222,7 +222,7 @@ def _recv_exactly(conn: socket.socket, n: int) -> bytes:
     return data
 
 
-def _bind_pair() -> tuple[socket.socket, socket.socket]:
+def bind_pair() -> tuple[socket.socket, socket.socket]:
     """A UDP and a TCP socket on the same free 127.0.0.1 port."""
     last: OSError | None = None
     for _ in range(20):

@@ -57,6 +57,7 @@ from kdisco._k8s.objects import MalformedObject, ServiceInfo, SliceInfo, resolve
 from kdisco._names import parse_query
 from kdisco._strategies.api import ApiStrategy
 from kdisco._strategies.base import Miss
+from tests._dnsserver import bind_pair, recv_exactly
 from tests._helpers_api import (
     FakeApiServer,
     Reply,
@@ -499,7 +500,7 @@ class FuzzResponder:
     """
 
     def __init__(self) -> None:
-        self._udp, self._tcp = _bind_pair()
+        self._udp, self._tcp = bind_pair()
         self.port: int = self._udp.getsockname()[1]
         self._lock = threading.Lock()
         self._zone: dict[Key, Plan] = {}
@@ -572,8 +573,8 @@ class FuzzResponder:
         with conn:
             conn.settimeout(1.0)
             try:
-                (length,) = struct.unpack("!H", _recv_exactly(conn, 2))
-                query = dns.message.from_wire(_recv_exactly(conn, length))
+                (length,) = struct.unpack("!H", recv_exactly(conn, 2))
+                query = dns.message.from_wire(recv_exactly(conn, length))
             except (OSError, EOFError):
                 return
             plan, n = self._next(query, "tcp")
@@ -588,33 +589,6 @@ class FuzzResponder:
                 conn.sendall(struct.pack("!H", length) + payload)
             except OSError:
                 return
-
-
-def _recv_exactly(conn: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            raise EOFError("peer closed the connection")
-        data += chunk
-    return data
-
-
-def _bind_pair() -> tuple[socket.socket, socket.socket]:
-    """A UDP and a TCP socket on the same free 127.0.0.1 port."""
-    for _ in range(20):
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("127.0.0.1", 0))
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            tcp.bind(("127.0.0.1", udp.getsockname()[1]))
-        except OSError:
-            udp.close()
-            tcp.close()
-            continue
-        tcp.listen(8)
-        return udp, tcp
-    raise RuntimeError("no free port for both UDP and TCP on 127.0.0.1")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pytest
@@ -176,3 +177,22 @@ def app(cluster: Cluster) -> str:
     cluster.service(ns, "loop-a", external_name=f"loop-b.{ns}.svc.cluster.local")
     cluster.service(ns, "loop-b", external_name=f"loop-a.{ns}.svc.cluster.local")
     return ns
+
+
+@contextmanager
+def private_lab(**options: Any) -> Iterator[Any]:
+    """A lab of the test module's own (so it may stop and restart servers), started with
+    ``lab.ensure_lab(**options)``; under CI=true a lab that cannot start fails."""
+    try:
+        import lab
+
+        manager = lab.ensure_lab(**options)
+        info = manager.__enter__()
+    except Exception as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and a private lab could not start: {exc!r}", pytrace=False)
+        pytest.skip(f"a private lab is not available ({exc!r})")
+    try:
+        yield info
+    finally:
+        manager.__exit__(None, None, None)

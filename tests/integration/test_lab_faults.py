@@ -42,7 +42,7 @@ from kdisco import CachePolicy
 from kdisco._strategies.api import ApiStrategy
 from lab import kube
 
-from .conftest import in_ci
+from .conftest import private_lab
 
 #: Threads calling discover() during each fault.
 THREADS = 4
@@ -99,19 +99,8 @@ FIGURES: dict[str, dict[str, Any]] = {}
 
 @pytest.fixture(scope="module")
 def fault_lab() -> Iterator[Any]:
-    try:
-        import lab
-
-        manager = lab.ensure_lab(watch_cache=False, dns_ttl=DNS_TTL)
-        info = manager.__enter__()
-    except Exception as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and a private lab could not start: {exc!r}", pytrace=False)
-        pytest.skip(f"a private lab is not available ({exc!r})")
-    try:
+    with private_lab(watch_cache=False, dns_ttl=DNS_TTL) as info:
         yield info
-    finally:
-        manager.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module", autouse=True)

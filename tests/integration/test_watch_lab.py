@@ -26,7 +26,8 @@ from kdisco._k8s.client import KubeClient
 from kdisco._strategies.api import ApiStrategy
 from lab.objects import Cluster, endpoint, port
 
-from .conftest import eventually, in_ci
+from .conftest import eventually
+from .conftest import private_lab as start_private_lab
 
 FAST = WatchCachePolicy(backoff_initial=0.05, backoff_max=0.5)
 LIMIT = 15.0
@@ -176,19 +177,8 @@ def _at_least(value: int, wanted: int) -> None:
 
 @pytest.fixture(scope="module")
 def private_lab() -> Iterator[Any]:
-    try:
-        import lab
-
-        manager = lab.ensure_lab(watch_cache=False)
-        info = manager.__enter__()
-    except Exception as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and a private lab could not start: {exc!r}", pytrace=False)
-        pytest.skip(f"a private lab is not available ({exc!r})")
-    try:
+    with start_private_lab(watch_cache=False) as info:
         yield info
-    finally:
-        manager.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
