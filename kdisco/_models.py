@@ -133,9 +133,6 @@ class Freshness:
     def age(self) -> float:
         return max(0.0, self.clock() - self.since())
 
-    def current(self) -> bool:
-        return self.valid is None or self.valid()
-
 
 def _restore(fields: dict[str, Any], age: float) -> Resolution:
     # A copy in another process knows how old the data was, not what vouched for it.

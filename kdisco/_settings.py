@@ -162,6 +162,17 @@ def pod_namespace(
     return (_namespace(value, str(ns_file)), str(ns_file)) if value else None
 
 
+def has_in_cluster_credentials(
+    environ: Mapping[str, str], serviceaccount_dir: str | os.PathLike[str]
+) -> bool:
+    """``KUBERNETES_SERVICE_HOST`` and a service-account token: what a pod has (the
+    variable alone, with ``automountServiceAccountToken: false``, is not enough)."""
+    return (
+        bool(environ.get("KUBERNETES_SERVICE_HOST"))
+        and (Path(serviceaccount_dir) / "token").is_file()
+    )
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Everything a ``Discoverer`` and its strategies are configured with.
@@ -195,10 +206,7 @@ class Settings:
 
     def in_pod(self) -> bool:
         """Whether the kubelet's in-cluster API variables and token are here."""
-        return (
-            bool(self.environ.get("KUBERNETES_SERVICE_HOST"))
-            and (self.serviceaccount_dir / "token").is_file()
-        )
+        return has_in_cluster_credentials(self.environ, self.serviceaccount_dir)
 
     @classmethod
     def load(
@@ -274,13 +282,14 @@ class Settings:
                 ns, sources["namespace"] = "default", "default"
 
         resolv = ResolvConf.read(resolv_conf)
+        resolv_zone = resolv.cluster_domain()
         domain_value, where = pick("cluster_domain", cluster_domain, "KDISCO_CLUSTER_DOMAIN")
         if domain_value is not None:
             if not isinstance(domain_value, str):
                 raise ConfigurationError(f"cluster_domain must be a str, not {domain_value!r}")
             domain = _cluster_domain(domain_value, where or "cluster_domain")
-        elif resolv.cluster_domain() is not None:
-            domain = resolv.cluster_domain() or DEFAULT_CLUSTER_DOMAIN
+        elif resolv_zone is not None:
+            domain = resolv_zone
             sources["cluster_domain"] = os.fspath(resolv_conf)
         else:
             domain, sources["cluster_domain"] = DEFAULT_CLUSTER_DOMAIN, "default"

@@ -31,7 +31,7 @@ from kdisco._models import Resolution
 from kdisco._names import Query
 from kdisco._notify import Notifier
 from kdisco._policies import WatchCachePolicy
-from kdisco._settings import DEFAULT_SERVICEACCOUNT_DIR, Settings
+from kdisco._settings import DEFAULT_SERVICEACCOUNT_DIR, Settings, has_in_cluster_credentials
 from kdisco._validation import as_policy
 
 from .base import Miss
@@ -96,7 +96,7 @@ class ApiStrategy:
         )
 
     def _pick_mode(self) -> str:
-        if self._environ.get("KUBERNETES_SERVICE_HOST") and (self._sa_dir / "token").is_file():
+        if has_in_cluster_credentials(self._environ, self._sa_dir):
             return "in-cluster"
         if self._kubeconfig:
             return "kubeconfig"
