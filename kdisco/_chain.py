@@ -1,15 +1,18 @@
 """The chain: try strategies in order under one deadline, retry what is transient.
 
-All decisions live in ``ChainRun``, a state object with no I/O of its own; ``run_sync``
-is a thin loop around it. An async variant would be another thin loop (awaiting the
-strategy and ``asyncio.sleep``) over the same state object, so the logic is never
-copied. The chain knows strategies only by the ``Strategy`` contract.
+All decisions live in ``ChainRun``, a state object with no I/O of its own. Two thin
+drivers loop around it: ``run_sync`` calls each strategy's ``lookup`` and sleeps its
+backoff; ``run_async`` awaits each strategy's ``alookup`` (or runs a sync-only
+strategy's ``lookup`` in a worker thread) and sleeps its backoff with ``asyncio.sleep``. So the
+logic is never copied, and the same scenarios are tested through both. The chain
+knows strategies only by the ``Strategy`` contract.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -34,11 +37,22 @@ from ._strategies.base import Miss, Strategy
 if TYPE_CHECKING:
     import tenacity
 
+#: A strategy's lookup as the async driver calls it.
+ALookup = Callable[[Query, Deadline], Awaitable[object]]
+
 #: How many ExternalName hops into the cluster are followed before giving up.
 MAX_EXTERNAL_NAME_HOPS = 5
 
 
-def _retrying(policy: RetryPolicy, deadline: Deadline) -> tenacity.Retrying:
+#: What the async driver says of a strategy it had to run in a worker thread.
+IN_A_THREAD = "sync-only strategy: run in a worker thread"
+#: How long past its share the async driver lets a strategy's turn run before it
+#: cancels it. Strategies keep their deadlines themselves; this only stops one that
+#: does not from holding the caller.
+_GRACE = 0.05
+
+
+def _retrying(policy: RetryPolicy, deadline: Deadline, *, asynchronous: bool = False) -> Any:
     # Imported here, not at the top: processes whose every answer comes from a cache
     # or a first-try success should not pay for loading tenacity at start-up.
     import tenacity
@@ -48,13 +62,31 @@ def _retrying(policy: RetryPolicy, deadline: Deadline) -> tenacity.Retrying:
         # in the chain is owed that time.
         return deadline.remaining() <= state.upcoming_sleep
 
-    return tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(TransientError),
-        wait=lambda state: policy.wait_for(state.attempt_number),
-        stop=stop,
-        sleep=policy.sleep,
-        reraise=True,
-    )
+    def wait(state: tenacity.RetryCallState) -> float:
+        return policy.wait_for(state.attempt_number)
+
+    retry = tenacity.retry_if_exception_type(TransientError)
+    if asynchronous:
+        return tenacity.AsyncRetrying(
+            retry=retry, wait=wait, stop=stop, sleep=_async_sleep(policy), reraise=True
+        )
+    return tenacity.Retrying(retry=retry, wait=wait, stop=stop, sleep=policy.sleep, reraise=True)
+
+
+def _async_sleep(policy: RetryPolicy) -> Callable[[float], Awaitable[None]]:
+    """``asyncio.sleep`` for the real clock; a sleep injected for tests (which moves a
+    fake clock and returns at once) is called as it is."""
+    import asyncio
+
+    if policy.sleep is time.sleep:
+        return asyncio.sleep
+    injected = policy.sleep
+
+    async def sleep(seconds: float) -> None:
+        injected(seconds)
+        await asyncio.sleep(0)
+
+    return sleep
 
 
 @attrs.define
@@ -109,13 +141,23 @@ class ChainRun:
         share = self._deadline.remaining() / max(left, 1)
         return Step(strategy, self._query, self._deadline.slice(share))
 
-    def record_result(self, step: Step, result: object, tries: int) -> None:
+    def record_result(
+        self, step: Step, result: object, tries: int, note: str | None = None
+    ) -> None:
+        """``note``: how the strategy was run, when the attempts should say so."""
         if isinstance(result, Resolution) and self._deadline.expired():
             # An answer the caller no longer waits for is not an answer: the deadline
             # is a promise to the caller, and a strategy that overran it (a huge
             # response parsed after the last byte came in) has broken it.
             error = TransientError("its answer came after the deadline had passed")
-            self.record_error(step, error, tries)
+            self.record_error(step, error, tries, note)
+            return
+        if not isinstance(result, Resolution | Miss):
+            wrong = TypeError(
+                f"strategy {step.strategy.name!r} returned {type(result).__name__}, "
+                "not a Resolution or Miss"
+            )
+            self.record_error(step, wrong, tries, note)
             return
         self._index += 1
         if isinstance(result, Miss):
@@ -123,19 +165,9 @@ class ChainRun:
                 Attempt(
                     strategy=step.strategy.name,
                     outcome=result.outcome,
-                    reason=result.reason,
+                    reason=_noted(result.reason, note),
                     tries=tries,
                 )
-            )
-            return
-        if not isinstance(result, Resolution):
-            self.record_error(
-                step,
-                TypeError(
-                    f"strategy {step.strategy.name!r} returned {type(result).__name__}, "
-                    "not a Resolution or Miss"
-                ),
-                tries,
             )
             return
         fresh = result.freshness
@@ -148,6 +180,15 @@ class ChainRun:
             )
         target = self._in_cluster_target(result)
         if target is None:
+            if note is not None:
+                self._attempts.append(
+                    Attempt(
+                        strategy=step.strategy.name,
+                        outcome=Outcome.ANSWERED,
+                        reason=note,
+                        tries=tries,
+                    )
+                )
             self._answer = _combine(
                 [*self._hops, result], tuple(self._attempts), tuple(self._via), self._deadline.clock
             )
@@ -157,7 +198,7 @@ class ChainRun:
             Attempt(
                 strategy=step.strategy.name,
                 outcome=Outcome.ANSWERED,
-                reason=f"ExternalName {result.service} -> {target}; following it",
+                reason=_noted(f"ExternalName {result.service} -> {target}; following it", note),
                 tries=tries,
             )
         )
@@ -176,7 +217,9 @@ class ChainRun:
         self._query = attrs.evolve(self._query, service=target)
         self._index = 0
 
-    def record_error(self, step: Step, error: BaseException, tries: int) -> None:
+    def record_error(
+        self, step: Step, error: BaseException, tries: int, note: str | None = None
+    ) -> None:
         self._index += 1
         self._last_error = error
         if isinstance(error, AccessDenied):
@@ -188,7 +231,12 @@ class ChainRun:
             outcome, reason = Outcome.FAILED, _describe(error)
         self._errors[len(self._attempts)] = error
         self._attempts.append(
-            Attempt(strategy=step.strategy.name, outcome=outcome, reason=reason, tries=tries)
+            Attempt(
+                strategy=step.strategy.name,
+                outcome=outcome,
+                reason=_noted(reason, note),
+                tries=tries,
+            )
         )
 
     def result(self) -> Resolution:
@@ -284,6 +332,10 @@ def _combine(
     )
 
 
+def _noted(reason: str, note: str | None) -> str:
+    return reason if note is None else f"{reason}; {note}"
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, DiscoveryError | TransientError):
         return str(error)
@@ -332,3 +384,70 @@ def _try_sync(step: Step, retry: RetryPolicy) -> tuple[object, BaseException | N
     except Exception as exc:
         return None, exc, retrying.statistics.get("attempt_number", calls)
     return result, None, retrying.statistics.get("attempt_number", calls)
+
+
+async def run_async(
+    strategies: Sequence[Strategy], query: Query, deadline: Deadline, retry: RetryPolicy
+) -> Resolution:
+    """``run_sync``'s twin for asyncio: the same ``ChainRun`` decides everything."""
+    run = ChainRun(strategies, query, deadline)
+    while (step := run.next_step()) is not None:
+        result, error, tries, note = await _try_async(step, retry)
+        if error is not None:
+            run.record_error(step, error, tries, note)
+        else:
+            run.record_result(step, result, tries, note)
+    return run.result()
+
+
+def async_lookup(strategy: Strategy) -> tuple[ALookup, str | None]:
+    """How the async driver calls ``strategy``: its ``alookup`` when it has one, else its
+    ``lookup`` in a worker thread (so a blocking plugin never blocks the event loop),
+    with the note that says so in the attempts."""
+    alookup = getattr(strategy, "alookup", None)
+    if callable(alookup):
+        return alookup, None
+    import asyncio
+
+    async def in_a_thread(query: Query, deadline: Deadline) -> object:
+        return await asyncio.to_thread(strategy.lookup, query, deadline)
+
+    return in_a_thread, IN_A_THREAD
+
+
+async def _try_async(
+    step: Step, retry: RetryPolicy
+) -> tuple[object, BaseException | None, int, str | None]:
+    """``_try_sync`` for asyncio, plus a backstop: a turn still running ``_GRACE`` after
+    its share ran out is cancelled (a strategy's own timeouts come first)."""
+    import asyncio
+
+    lookup, note = async_lookup(step.strategy)
+    calls = 0
+
+    async def attempt() -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1 and first is not None:
+            raise first  # the try already made, so tenacity counts and waits from it
+        return await lookup(step.query, step.deadline)
+
+    first: TransientError | None = None
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout_at(loop.time() + step.deadline.remaining() + _GRACE):
+            try:
+                return await lookup(step.query, step.deadline), None, 1, note
+            except TransientError as exc:
+                first = exc
+            except Exception as exc:
+                return None, exc, 1, note
+            retrying = _retrying(retry, step.deadline, asynchronous=True)
+            try:
+                result = await retrying(attempt)
+            except Exception as exc:
+                return None, exc, retrying.statistics.get("attempt_number", calls), note
+            return result, None, retrying.statistics.get("attempt_number", calls), note
+    except TimeoutError:
+        error = TransientError("still running when its share of the deadline ran out; cancelled")
+        return None, error, max(calls, 1), note

@@ -8,17 +8,17 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from ._cache import AnswerCache
 from ._chain import run_sync
 from ._deadline import Clock, Deadline
 from ._exceptions import ConfigurationError, DiscoveryError
 from ._models import Resolution
-from ._names import parse_query
+from ._names import Query, parse_query
 from ._notify import Notifier
 from ._policies import CachePolicy, RetryPolicy, Sleep, WatchCachePolicy
 from ._settings import DEFAULT_RESOLV_CONF, Settings
@@ -26,6 +26,20 @@ from ._strategies import registry
 from ._strategies.base import Strategy, close_strategy
 from ._validation import parse_timeout
 from ._watch import Callback, ErrorCallback, Watch
+
+
+class Stoppable(Protocol):
+    """A watch, sync or async: what ``Discoverer.close()`` stops."""
+
+    def stop(self) -> None: ...
+
+
+def cache_key(
+    name: str, namespace: str | None, port: int | str | None, include_not_ready: bool
+) -> Hashable:
+    """One call's key in the answer cache."""
+    # Types are part of the key: True == 1, but port=True is invalid and port=1 is not.
+    return (name, namespace, port, type(port), include_not_ready, type(include_not_ready))
 
 
 class Discoverer:
@@ -82,7 +96,7 @@ class Discoverer:
         self._clock = settings.clock
         self._cache = AnswerCache(settings.cache, settings.clock)
         self._notifier = Notifier()
-        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
+        self._watches: weakref.WeakSet[Stoppable] = weakref.WeakSet()
         self._watches_lock = threading.Lock()
         where = settings.sources.get("strategies", "strategies")
         built: list[Strategy] = []
@@ -162,12 +176,43 @@ class Discoverer:
         otherwise a ``DiscoveryError`` subclass that lists each strategy tried and why.
         Answers are cached (see ``CachePolicy``); a cached answer returns at once.
         """
-        # Types are part of the key: True == 1, but port=True is invalid and port=1 is not.
-        key = (name, namespace, port, type(port), include_not_ready, type(include_not_ready))
+        key = cache_key(name, namespace, port, include_not_ready)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        query = parse_query(
+        query, deadline = self._plan(name, namespace, port, timeout, include_not_ready)
+        try:
+            res = run_sync(self._strategies, query, deadline, self._settings.retry)
+        except DiscoveryError as exc:
+            return self._cache.stale_or_raise(key, exc)
+        self._cache.put(key, res)
+        return res
+
+    # What ``discover`` does around the chain, shared with ``kdisco.aio``'s driver so
+    # both read and fill one cache the same way.
+
+    def _cached(self, key: Hashable) -> Resolution | None:
+        return self._cache.get(key)
+
+    def _plan(
+        self,
+        name: str,
+        namespace: str | None,
+        port: int | str | None,
+        timeout: float | None,
+        include_not_ready: bool,
+    ) -> tuple[Query, Deadline]:
+        """The parsed query and the call's deadline; bad input raises here, before any
+        network call."""
+        query = self._query(name, namespace, port, include_not_ready)
+        seconds = self.timeout if timeout is None else parse_timeout(timeout)
+        return query, Deadline(seconds, clock=self._clock)
+
+    def _query(
+        self, name: str, namespace: str | None, port: int | str | None, include_not_ready: bool
+    ) -> Query:
+        """``name`` parsed against this Discoverer's namespace and cluster domain."""
+        return parse_query(
             name,
             namespace=namespace,
             default_namespace=self.namespace,
@@ -175,14 +220,24 @@ class Discoverer:
             port=port,
             include_not_ready=include_not_ready,
         )
-        seconds = self.timeout if timeout is None else parse_timeout(timeout)
-        deadline = Deadline(seconds, clock=self._clock)
-        try:
-            res = run_sync(self._strategies, query, deadline, self._settings.retry)
-        except DiscoveryError as exc:
-            return self._cache.stale_or_raise(key, exc)
-        self._cache.put(key, res)
-        return res
+
+    def _settle(self, key: Hashable, outcome: Resolution | DiscoveryError) -> Resolution:
+        """Cache an answer, or bridge a failure with a labelled stale answer."""
+        if isinstance(outcome, DiscoveryError):
+            return self._cache.stale_or_raise(key, outcome)
+        self._cache.put(key, outcome)
+        return outcome
+
+    def _track(self, watch: Stoppable) -> None:
+        """Stop ``watch`` when this Discoverer closes."""
+        with self._watches_lock:
+            self._watches.add(watch)
+
+    def _stop_watches(self) -> None:
+        with self._watches_lock:
+            watches = list(self._watches)
+        for w in watches:
+            w.stop()
 
     def watch(
         self,
@@ -203,14 +258,7 @@ class Discoverer:
         """
         # Bad names and timeouts fail here, in the caller's thread, not later in a
         # callback thread.
-        query = parse_query(
-            name,
-            namespace=namespace,
-            default_namespace=self.namespace,
-            cluster_domain=self.cluster_domain,
-            port=port,
-            include_not_ready=include_not_ready,
-        )
+        query = self._query(name, namespace, port, include_not_ready)
         checked = None if timeout is None else parse_timeout(timeout)
 
         def resolve() -> Resolution:
@@ -231,8 +279,7 @@ class Discoverer:
             callback=callback,
             on_error=on_error,
         )
-        with self._watches_lock:
-            self._watches.add(w)
+        self._track(w)
         return w
 
     def clear_cache(self) -> None:
@@ -241,10 +288,7 @@ class Discoverer:
 
     def close(self) -> None:
         """Stop every watch and watch thread, and release connections the strategies hold."""
-        with self._watches_lock:
-            watches = list(self._watches)
-        for w in watches:
-            w.stop()
+        self._stop_watches()
         for strategy in self._strategies:
             close_strategy(strategy)
 
@@ -285,6 +329,11 @@ def get_default_discoverer() -> Discoverer:
         if _default is None:
             _default = Discoverer()
         return _default
+
+
+def current_discoverer() -> Discoverer | None:
+    """The Discoverer ``kdisco.discover()`` would use here, without building one."""
+    return _override.get() or _default
 
 
 def reset_default_discoverer() -> None:

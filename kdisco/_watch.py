@@ -53,6 +53,121 @@ def _log_error(error: DiscoveryError) -> None:
     _log().warning("kdisco.watch: %s", error)
 
 
+class WatchState:
+    """What a watch decides, with no waiting of its own: which Services to follow,
+    what to yield, and how long the last answer holds. ``Watch`` (threads) and
+    ``kdisco.aio``'s watch (asyncio) are thin drivers around it."""
+
+    def __init__(
+        self,
+        query: Query,
+        *,
+        policy: CachePolicy,
+        clock: Clock,
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        self.query = query
+        self._policy = policy
+        self._clock = clock
+        self._on_error = on_error if on_error is not None else _log_error
+        self._basis: Resolution | DiscoveryError | None = None
+        self._waited = False
+        self.last: Resolution | None = None
+
+    def keys(self, found: Resolution | DiscoveryError | None = None) -> set[Key]:
+        """The Services whose changes can change the answer: the one asked for, and
+        every ExternalName alias it went through."""
+        service = self.query.service
+        keys: set[Key] = {(service.namespace, service.name)}
+        if isinstance(found, Resolution):
+            for ref in (found.service, *found.via):
+                keys.add((ref.namespace, ref.name))
+        return keys
+
+    def observe(self, found: Resolution | DiscoveryError) -> Resolution | None:
+        """Take a new answer (or error) as the basis; the Resolution to yield, if it
+        changed anything."""
+        self._basis = found
+        self._waited = False
+        emitted = self._as_answer(found)
+        if emitted is None or not self._changed(emitted):
+            return None
+        self.last = emitted
+        return emitted
+
+    def wait_time(self) -> float | None:
+        """How long to wait (woken early by a change) before asking again; None when
+        the last answer may already be out of date, so ask now."""
+        basis = self._basis
+        policy = self._policy
+        fresh = None if not isinstance(basis, Resolution) else basis.freshness
+        if isinstance(basis, Resolution) and not basis.stale and fresh and fresh.valid:
+            # Sources that push changes publish them, which wakes the wait at once; a
+            # validity check nobody publishes for (a static map) is polled every min_ttl.
+            return max(policy.min_ttl, 0.01) if fresh.valid() else None
+        if isinstance(basis, Resolution) and not basis.stale and basis.ttl is not None:
+            ttl = min(max(basis.ttl, policy.min_ttl), policy.max_ttl)
+            left = basis.fetched_at + ttl - self._clock()
+            return left if left > 0 else None
+        # An answer with neither (the kubelet's variables, or an API answer read
+        # directly while the watch cache was not synced): every max_ttl, or as soon as
+        # its Service changes or the API cache syncs again. Stale, or failed: the
+        # same, but every min_ttl. One wait, woken or not.
+        if self._waited:
+            return None
+        self._waited = True
+        ok = isinstance(basis, Resolution) and not basis.stale
+        return policy.max_ttl if ok else policy.min_ttl
+
+    def _as_answer(self, found: Resolution | DiscoveryError) -> Resolution | None:
+        if isinstance(found, Resolution):
+            return found
+        if isinstance(found, NoReadyEndpoints | ServiceNotFound):
+            last = self.last
+            now = Freshness(clock=self._clock, fetched_at=self._clock())
+            if last is not None and isinstance(found, NoReadyEndpoints):
+                return attrs.evolve(
+                    last,
+                    endpoints=(),
+                    attempts=found.attempts,
+                    stale=False,
+                    ttl=None,
+                    freshness=now,
+                )
+            gone = last is None or isinstance(found, ServiceNotFound)
+            return Resolution(
+                service=found.service or self.query.service,
+                kind=ServiceKind.UNKNOWN if gone or last is None else last.kind,
+                endpoints=(),
+                source=found.attempts[-1].strategy if found.attempts else "",
+                attempts=found.attempts,
+                freshness=now,
+            )
+        try:
+            self._on_error(found)
+        except Exception:
+            _log().exception("kdisco.watch: on_error for %s failed", self.query.service)
+        return None
+
+    def _changed(self, res: Resolution) -> bool:
+        last = self.last
+        if last is None:
+            return True
+        if res is last:
+            return False
+        if (res.kind, res.ports, res.port, res.external_name) != (
+            last.kind,
+            last.ports,
+            last.port,
+            last.external_name,
+        ):
+            return True
+        if res.endpoints == last.endpoints:
+            return False
+        # The same set in another order is no change.
+        return frozenset(res.endpoints) != frozenset(last.endpoints)
+
+
 class Watch:
     """Iterate for each changed ``Resolution``; ``stop()`` (or ``with``) to end it.
 
@@ -73,17 +188,13 @@ class Watch:
         callback: Callback | None = None,
         on_error: ErrorCallback | None = None,
     ) -> None:
+        self._state = WatchState(query, policy=policy, clock=clock, on_error=on_error)
         self._query = query
         self._resolve_now = resolve
-        self._policy = policy
-        self._clock = clock
-        self._on_error = on_error if on_error is not None else _log_error
         self._callback = callback
         self._stopping = threading.Event()
-        self._subscription = notifier.subscribe(self._keys(None))
-        self._basis: Resolution | DiscoveryError | None = None
+        self._subscription = notifier.subscribe(self._state.keys())
         self._started = False
-        self._last: Resolution | None = None
         self._thread: threading.Thread | None = None
         if callback is not None:
             self._thread = threading.Thread(
@@ -102,7 +213,7 @@ class Watch:
     @property
     def last(self) -> Resolution | None:
         """The last Resolution yielded (or passed to the callback)."""
-        return self._last
+        return self._state.last
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """End the watch; a blocked ``next()`` returns (StopIteration) at once."""
@@ -128,6 +239,7 @@ class Watch:
         return self
 
     def __next__(self) -> Resolution:
+        state = self._state
         while True:
             if self._started:
                 self._wait()
@@ -135,25 +247,13 @@ class Watch:
                 raise StopIteration
             self._started = True
             found = self._resolve()
-            self._basis = found
             if not self._stopping.is_set():
-                self._subscription.follow(self._keys(found))
-            emitted = self._as_answer(found)
-            if emitted is not None and self._changed(emitted):
-                self._last = emitted
+                self._subscription.follow(state.keys(found))
+            emitted = state.observe(found)
+            if emitted is not None:
                 return emitted
 
     # -- internals -------------------------------------------------------------------
-
-    def _keys(self, found: Resolution | DiscoveryError | None) -> set[Key]:
-        """The Services whose changes can change the answer: the one asked for, and
-        every ExternalName alias it went through."""
-        service = self._query.service
-        keys: set[Key] = {(service.namespace, service.name)}
-        if isinstance(found, Resolution):
-            for ref in (found.service, *found.via):
-                keys.add((ref.namespace, ref.name))
-        return keys
 
     def _run(self) -> None:
         assert self._callback is not None
@@ -169,81 +269,10 @@ class Watch:
         except DiscoveryError as exc:
             return exc
 
-    def _as_answer(self, found: Resolution | DiscoveryError) -> Resolution | None:
-        if isinstance(found, Resolution):
-            return found
-        if isinstance(found, NoReadyEndpoints | ServiceNotFound):
-            last = self._last
-            now = Freshness(clock=self._clock, fetched_at=self._clock())
-            if last is not None and isinstance(found, NoReadyEndpoints):
-                return attrs.evolve(
-                    last,
-                    endpoints=(),
-                    attempts=found.attempts,
-                    stale=False,
-                    ttl=None,
-                    freshness=now,
-                )
-            gone = last is None or isinstance(found, ServiceNotFound)
-            return Resolution(
-                service=found.service or self._query.service,
-                kind=ServiceKind.UNKNOWN if gone or last is None else last.kind,
-                endpoints=(),
-                source=found.attempts[-1].strategy if found.attempts else "",
-                attempts=found.attempts,
-                freshness=now,
-            )
-        try:
-            self._on_error(found)
-        except Exception:
-            _log().exception("kdisco.watch: on_error for %s failed", self._query.service)
-        return None
-
-    def _changed(self, res: Resolution) -> bool:
-        last = self._last
-        if last is None:
-            return True
-        if res is last:
-            return False
-        if (res.kind, res.ports, res.port, res.external_name) != (
-            last.kind,
-            last.ports,
-            last.port,
-            last.external_name,
-        ):
-            return True
-        if res.endpoints == last.endpoints:
-            return False
-        # The same set in another order is no change.
-        return frozenset(res.endpoints) != frozenset(last.endpoints)
-
     def _wait(self) -> None:
         """Block until the basis of the last answer may be out of date (or stop)."""
-        basis = self._basis
-        policy = self._policy
-        stopping = self._stopping
-        wait = self._subscription.wait
-        fresh = None if not isinstance(basis, Resolution) else basis.freshness
-        if isinstance(basis, Resolution) and not basis.stale and fresh and fresh.valid:
-            valid = fresh.valid
-            # Sources that push changes publish them, which wakes this at once; a
-            # validity check nobody publishes for (a static map) is polled every min_ttl.
-            while not stopping.is_set() and valid():
-                wait(max(policy.min_ttl, 0.01))
-            return
-        if isinstance(basis, Resolution) and not basis.stale and basis.ttl is not None:
-            ttl = min(max(basis.ttl, policy.min_ttl), policy.max_ttl)
-            until = basis.fetched_at + ttl
-            while not stopping.is_set():
-                left = until - self._clock()
-                if left <= 0:
-                    return
-                wait(left)
-            return
-        # An answer with neither (the kubelet's variables, or an API answer read
-        # directly while the watch cache was not synced): every max_ttl, or as soon as
-        # its Service changes or the API cache syncs again. Stale, or failed: the
-        # same, but every min_ttl.
-        ok = isinstance(basis, Resolution) and not basis.stale
-        if not stopping.is_set():
-            wait(policy.max_ttl if ok else policy.min_ttl)
+        while not self._stopping.is_set():
+            seconds = self._state.wait_time()
+            if seconds is None:
+                return
+            self._subscription.wait(seconds)

@@ -77,6 +77,10 @@ class Scripted:
     def name(self) -> str:
         return self._name
 
+    async def alookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        # The async driver's way in: the same script.
+        return self.lookup(query, deadline)
+
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         self.calls.append(Call(query, deadline.remaining()))
         if self._clock is not None and self._cost:

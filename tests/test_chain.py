@@ -6,7 +6,9 @@ strategy "does I/O" (advances the clock) or the retry policy sleeps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,7 @@ from kdisco import (
     Strategy,
     TransientError,
 )
-from kdisco._chain import MAX_EXTERNAL_NAME_HOPS, ChainRun, run_sync
+from kdisco._chain import MAX_EXTERNAL_NAME_HOPS, ChainRun, run_async, run_sync
 from kdisco._names import parse_query
 from kdisco._strategies.api import ApiStrategy
 from kdisco._strategies.env import EnvStrategy
@@ -47,6 +49,26 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+def _run_async(
+    strategies: Sequence[Strategy], query: Query, deadline: Deadline, policy: RetryPolicy
+) -> Resolution:
+    return asyncio.run(run_async(strategies, query, deadline, policy))
+
+
+def run_chain(
+    strategies: Sequence[Strategy], query: Query, deadline: Deadline, policy: RetryPolicy
+) -> Resolution:
+    raise AssertionError("replaced by the driver fixture")
+
+
+@pytest.fixture(autouse=True, params=["sync", "async"])
+def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every scenario here runs through both drivers of the one ``ChainRun``."""
+    chosen = run_sync if request.param == "sync" else _run_async
+    monkeypatch.setattr(sys.modules[__name__], "run_chain", chosen)
+    return str(request.param)
+
+
 def run(
     strategies: list[Scripted],
     clock: FakeClock,
@@ -57,7 +79,7 @@ def run(
 ) -> Resolution:
     policy = RetryPolicy(sleep=clock.sleep, rng=lambda: rng)
     chain: list[Strategy] = list(strategies)
-    return run_sync(chain, query, Deadline(timeout, clock=clock), policy)
+    return run_chain(chain, query, Deadline(timeout, clock=clock), policy)
 
 
 def fail(strategies: list[Scripted], clock: FakeClock, *, timeout: float = 5.0) -> DiscoveryError:
@@ -257,7 +279,7 @@ def test_backoff_is_jittered_and_capped() -> None:
 def test_jitter_comes_from_the_policy_rng(clock: FakeClock) -> None:
     draws = iter([0.5, 0.1])
     flaky = Scripted("api", TransientError("x"), TransientError("x"), answer_for(QUERY, "api"))
-    run_sync(
+    run_chain(
         [flaky],
         QUERY,
         Deadline(5.0, clock=clock),
@@ -385,7 +407,7 @@ def test_following_keeps_the_port_and_restarts_the_chain(clock: FakeClock) -> No
     dns = Scripted("dns", by_service("dns", {"front.web": "back.web.svc.cluster.local"}))
     api = Scripted("api", by_service("api", {"back.web": None}))
     policy = RetryPolicy(sleep=clock.sleep)
-    res = run_sync([dns, api], query, Deadline(5.0, clock=clock), policy)
+    res = run_chain([dns, api], query, Deadline(5.0, clock=clock), policy)
     assert res.source == "api"
     # After the hop every strategy gets its turn again, with the same port asked for.
     assert [str(c.query.service) for c in dns.calls] == ["front.web", "back.web"]
@@ -491,7 +513,7 @@ def test_strategies_that_cannot_apply_take_no_share_of_the_deadline(tmp_path: Pa
     assert api.not_applicable is not None
     clock = FakeClock()
     with pytest.raises(ServiceNotFound):
-        run_sync([Recording(), env, api], QUERY, Deadline(2.0, clock=clock), RetryPolicy())
+        run_chain([Recording(), env, api], QUERY, Deadline(2.0, clock=clock), RetryPolicy())
     assert seen == [pytest.approx(2.0)]
 
 
@@ -501,7 +523,7 @@ def test_an_answer_after_the_deadline_is_a_timeout_not_an_answer() -> None:
     clock = FakeClock()
     slow = Scripted("api", burn_then(clock, 3.0, answer_for(QUERY, "api")), clock=clock)
     with pytest.raises(DiscoveryTimeout) as info:
-        run_sync([slow], QUERY, Deadline(2.0, clock=clock), RetryPolicy(sleep=clock.sleep))
+        run_chain([slow], QUERY, Deadline(2.0, clock=clock), RetryPolicy(sleep=clock.sleep))
     (attempt,) = info.value.attempts
     assert attempt.outcome is Outcome.TIMED_OUT
     assert "after the deadline" in attempt.reason

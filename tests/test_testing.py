@@ -260,16 +260,21 @@ def test_fixture_override_ends_with_the_test(kdisco_fake: FakeResolver) -> None:
         kdisco.discover("search.shop")
 
 
+#: pytest-asyncio (a test dependency) warns in any project that does not set this.
+ASYNC_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+
+
 def _doc_blocks(title: str) -> dict[str, str]:
     """The files of the ```python block under ``title`` in docs/testing.md, split on
     their ``# <filename>`` header comments."""
     text = DOCS.read_text()
-    section = text.split(f"## {title}", 1)[1]
-    block = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert block is not None
-    names = re.findall(r"^# (\S+\.py)\n", block.group(1), flags=re.MULTILINE)
-    bodies = re.split(r"^# \S+\.py\n", block.group(1), flags=re.MULTILINE)[1:]
-    return dict(zip(names, bodies, strict=True))
+    section = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    for block in re.findall(r"```python\n(.*?)```", section, re.DOTALL):
+        names = re.findall(r"^# (\S+\.py)\n", block, flags=re.MULTILINE)
+        if names:
+            bodies = re.split(r"^# \S+\.py\n", block, flags=re.MULTILINE)[1:]
+            return dict(zip(names, bodies, strict=True))
+    raise AssertionError(f"no block of files under {title!r}")
 
 
 def test_the_fixture_example_in_the_docs_passes(pytester: pytest.Pytester) -> None:
@@ -277,6 +282,7 @@ def test_the_fixture_example_in_the_docs_passes(pytester: pytest.Pytester) -> No
     assert sorted(files) == ["app.py", "test_app.py"]
     for name, body in files.items():
         pytester.makepyfile(**{name.removesuffix(".py"): body})
+    pytester.makeini(ASYNC_INI)
     # The inner run finds the fixture only through the pytest11 entry point: no
     # conftest, no -p option.
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
@@ -290,8 +296,32 @@ def test_the_fixture_example_would_catch_a_wrong_url(pytester: pytest.Pytester) 
         app=files["app.py"].replace('port="http").url()', 'port="http").url("https")'),
         test_app=files["test_app.py"],
     )
+    pytester.makeini(ASYNC_INI)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
+
+
+def test_the_async_example_in_the_docs_passes(pytester: pytest.Pytester) -> None:
+    files = _doc_blocks("Async code")
+    assert sorted(files) == ["async_app.py", "test_async_app.py"]
+    for name, body in files.items():
+        pytester.makepyfile(**{name.removesuffix(".py"): body})
+    pytester.makeini(ASYNC_INI)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+
+def test_the_async_example_would_catch_a_wrong_url(pytester: pytest.Pytester) -> None:
+    files = _doc_blocks("Async code")
+    pytester.makepyfile(
+        async_app=files["async_app.py"].replace(
+            'port="http")).url()', 'port="http")).url("https")'
+        ),
+        test_async_app=files["test_async_app.py"],
+    )
+    pytester.makeini(ASYNC_INI)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
 
 
 def test_fixture_in_a_fresh_project_without_kdisco_imports(pytester: pytest.Pytester) -> None:
@@ -305,4 +335,5 @@ def test_fixture_in_a_fresh_project_without_kdisco_imports(pytester: pytest.Pyte
             """
         )
     )
+    pytester.makeini(ASYNC_INI)
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)

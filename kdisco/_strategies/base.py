@@ -43,6 +43,12 @@ class Strategy(Protocol):
     ``deadline``. ``close()`` releases what the strategy holds (threads, connections);
     a strategy without any may leave it out. The chain that calls strategies in order
     knows nothing else about them.
+
+    For ``kdisco.aio`` a strategy may also provide ``async def alookup(query,
+    deadline)``, with the same contract, and ``async def aclose()``. Without
+    ``alookup`` the async chain runs ``lookup`` in a worker thread (so a blocking
+    strategy never blocks the event loop) and says so in the attempts; without
+    ``aclose``, ``close()`` runs in a worker thread too.
     """
 
     @property
@@ -56,3 +62,16 @@ def close_strategy(strategy: object) -> None:
     close = getattr(strategy, "close", None)
     if callable(close):
         close()
+
+
+async def aclose_strategy(strategy: object) -> None:
+    """``close_strategy`` for the event loop: ``aclose()`` when the strategy has one,
+    else its ``close()`` in a worker thread (it may join threads or wait on sockets)."""
+    aclose = getattr(strategy, "aclose", None)
+    if callable(aclose):
+        await aclose()
+        return
+    if callable(getattr(strategy, "close", None)):
+        import asyncio
+
+        await asyncio.to_thread(close_strategy, strategy)

@@ -63,6 +63,10 @@ class EnvStrategy:
     def __repr__(self) -> str:
         return f"EnvStrategy(namespace={self._namespace!r})"
 
+    async def alookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        # Variables in memory: nothing to wait for, so the event loop runs it directly.
+        return self.lookup(query, deadline)
+
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         env = self._environ
         unavailable = self.not_applicable

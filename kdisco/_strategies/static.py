@@ -218,6 +218,10 @@ class StaticStrategy:
         else:
             self.notifier.publish(namespace, name)
 
+    async def alookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        # A map in memory: nothing to wait for, so the event loop runs it directly.
+        return self.lookup(query, deadline)
+
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         service = query.service
         with self._lock:
