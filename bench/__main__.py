@@ -1,6 +1,6 @@
 """``python -m bench [--quick] [N ...]``: run kdisco's benchmarks against the lab.
 
-With no numbers, all eleven run. A full run (all eleven, not ``--quick``) writes
+With no numbers, all of them run. A full run (all of them, not ``--quick``) writes
 ``docs/performance.md``; other runs print the report unless ``--output`` is given.
 """
 
@@ -17,11 +17,11 @@ from ._common import Section, Settings, progress
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "performance.md"
-LAST = 11  # benchmarks are numbered 1 to LAST
+LAST = 14  # benchmarks are numbered 1 to LAST
 
 
 def _benchmarks() -> dict[int, Callable[[Settings], Section]]:
-    from . import api, coldpath, fleet, live, local, startup
+    from . import aio, api, coldpath, fleet, live, local, startup
 
     return {
         1: local.bench_cached,
@@ -35,6 +35,9 @@ def _benchmarks() -> dict[int, Callable[[Settings], Section]]:
         9: startup.bench_fresh,
         10: coldpath.bench_cold_path,
         11: fleet.bench_fleet,
+        12: aio.bench_concurrent,
+        13: aio.bench_cached,
+        14: aio.bench_stalls,
     }
 
 
