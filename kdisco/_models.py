@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from ._attempts import Attempt
-from ._exceptions import NoReadyEndpoints
+from ._exceptions import NoReadyEndpoints, PortNotFound
 from ._service_ref import ServiceRef
 
 Clock = Callable[[], float]
@@ -26,6 +26,8 @@ Clock = Callable[[], float]
 #: Port names and appProtocols that are URI schemes in their own right, so that
 #: ``Resolution.url()`` can default the scheme without guessing from arbitrary names.
 _SCHEME_NAMES = frozenset({"http", "https", "grpc", "grpcs", "h2c", "ws", "wss"})
+#: Schemes whose URLs may leave the port out.
+_DEFAULT_PORTS = frozenset({"http", "https", "ws", "wss"})
 
 
 class ServiceKind(enum.Enum):
@@ -221,7 +223,10 @@ class Resolution:
         """A URL for the first endpoint, IPv6 bracketed.
 
         Without ``scheme``, the chosen port's appProtocol or name is used when it is a
-        URI scheme (http, https, grpc, ...), else ``tcp``.
+        URI scheme (http, https, grpc, ...), else ``tcp``. When no port is known (DNS
+        asked without a port name) a URL would name no port, which HTTP clients read
+        as 80 or reject: that raises ``PortNotFound``, unless ``scheme`` has a default
+        port (``http``, ``https``, ``ws``, ``wss``).
         """
         ep = self.first()
         if scheme is None:
@@ -231,4 +236,12 @@ class Resolution:
                     if candidate and candidate.lower() in _SCHEME_NAMES:
                         scheme = candidate.lower()
                         break
+        if ep.port is None and scheme.lower() not in _DEFAULT_PORTS:
+            raise PortNotFound(
+                f"{self.service}: no port is known, so no URL can be made; ask for one "
+                f"(port='http' or a number) or give a scheme with a default port "
+                f"(url('http'))",
+                service=self.service,
+                attempts=self.attempts,
+            )
         return f"{scheme}://{ep.address}"

@@ -178,3 +178,23 @@ def test_from_the_api_strategy(api_namespace: FakeNamespace, watch: bool) -> Non
         res = d.discover("db")
         assert {ep.host for ep in res} == {"192.0.2.1", "192.0.2.2"}
         roundtrip(res)
+
+
+def test_url_never_names_no_port_for_a_scheme_without_a_default() -> None:
+    # A DNS answer asked without a port name knows no port: "tcp://10.96.179.46" is
+    # rejected by HTTP clients (issue 9), so no such URL is made.
+    svc = ServiceRef(name="payments", namespace="billing")
+    res = Resolution(
+        service=svc,
+        kind=ServiceKind.CLUSTER_IP,
+        endpoints=(Endpoint(host="10.96.179.46", port=None),),
+        source="dns",
+    )
+    with pytest.raises(kdisco.PortNotFound, match="no port is known"):
+        res.url()
+    with pytest.raises(kdisco.PortNotFound):
+        res.url("grpc")
+    assert res.url("http") == "http://10.96.179.46"
+    assert res.url("https") == "https://10.96.179.46"
+    with_port = attrs.evolve(res, endpoints=(Endpoint(host="10.96.179.46", port=5432),))
+    assert with_port.url() == "tcp://10.96.179.46:5432"
