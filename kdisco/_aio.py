@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -91,6 +92,7 @@ class AsyncDiscoverer:
             )
         )
         self._closed = False
+        prepare(self._sync)
 
     @classmethod
     def wrap(cls, discoverer: Discoverer) -> AsyncDiscoverer:
@@ -345,11 +347,35 @@ async def default_discoverer() -> AsyncDiscoverer:
 
 async def _default() -> Discoverer:
     current = current_discoverer()
-    if current is not None:
+    if current is not None and current in _prepared:
         return current
-    # Only the first build goes to a thread (the context is copied, so an override
-    # set in this task is seen there too).
-    return await asyncio.to_thread(get_default_discoverer)
+    # Only the first build (or the first async use of a default the sync API built)
+    # goes to a thread; the context is copied, so an override set in this task is
+    # seen there too.
+    return await asyncio.to_thread(_prepared_default)
+
+
+def _prepared_default() -> Discoverer:
+    d = get_default_discoverer()
+    prepare(d)
+    return d
+
+
+#: Discoverers whose strategies have loaded what their ``alookup`` needs.
+_prepared: weakref.WeakSet[Discoverer] = weakref.WeakSet()
+
+
+def prepare(d: Discoverer) -> None:
+    """Let each strategy load what its ``alookup`` needs (modules, mostly), here and
+    now rather than on the event loop at its first call (``prepare_async``, optional
+    in the Strategy contract)."""
+    if d in _prepared:
+        return
+    for strategy in d.strategies:
+        hook = getattr(strategy, "prepare_async", None)
+        if callable(hook):
+            hook()
+    _prepared.add(d)
 
 
 async def discover(

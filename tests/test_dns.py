@@ -1,16 +1,21 @@
 """The ``dns`` strategy against wire-format answers shaped like CoreDNS's (FACTS.md §1).
 
 Answers come from ``tests/_dnsserver.py``, an in-process responder on 127.0.0.1. This
-tests the strategy's logic; proof against a real CoreDNS is the lab's.
+tests the strategy's logic; proof against a real CoreDNS is the lab's. Every scenario
+runs through both ``lookup`` and ``alookup`` (the ``driver`` fixture): they share the
+logic, and must give the same answers, misses and errors. What only the asyncio path
+can get wrong is in tests/test_dns_async.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import dns.message
 import dns.rcode
@@ -82,8 +87,29 @@ def query(name: str, port: int | str | None = None) -> Query:
     )
 
 
-def lookup(server: DnsResponder, name: str, port: int | str | None = None) -> kdisco.Resolution:
-    result = strategy_for(server).lookup(query(name, port), Deadline(3.0))
+#: Which method a scenario goes through: every scenario runs through both.
+Driver = Literal["lookup", "alookup"]
+
+
+@pytest.fixture(params=["lookup", "alookup"])
+def driver(request: pytest.FixtureRequest) -> Driver:
+    name: Driver = request.param
+    return name
+
+
+def resolve(
+    strategy: DnsStrategy, query: Query, deadline: Deadline, driver: Driver
+) -> kdisco.Resolution | Miss:
+    """``strategy.lookup(query, deadline)``, or the same through ``alookup`` on a fresh loop."""
+    if driver == "alookup":
+        return asyncio.run(strategy.alookup(query, deadline))
+    return strategy.lookup(query, deadline)
+
+
+def lookup(
+    driver: Driver, server: DnsResponder, name: str, port: int | str | None = None
+) -> kdisco.Resolution:
+    result = resolve(strategy_for(server), query(name, port), Deadline(3.0), driver)
     assert isinstance(result, kdisco.Resolution), result
     return result
 
@@ -144,10 +170,10 @@ def add_headless(
 
 
 def test_cluster_ip_a_record_gives_one_endpoint_with_the_asked_port_number(
-    server: DnsResponder,
+    server: DnsResponder, driver: Driver
 ) -> None:
     add_cluster_ip(server, "web", ipv4="10.96.0.20")
-    res = lookup(server, "web", 8080)
+    res = lookup(driver, server, "web", 8080)
     # One address could be a ClusterIP or a one-pod headless Service: DNS cannot tell.
     assert res.kind is ServiceKind.UNKNOWN
     assert res.endpoints == (Endpoint(host="10.96.0.20", port=8080),)
@@ -158,15 +184,15 @@ def test_cluster_ip_a_record_gives_one_endpoint_with_the_asked_port_number(
     assert res.snapshot is False
 
 
-def test_without_a_port_the_endpoint_port_is_unknown(server: DnsResponder) -> None:
+def test_without_a_port_the_endpoint_port_is_unknown(server: DnsResponder, driver: Driver) -> None:
     add_cluster_ip(server, "web", ipv4="10.96.0.20")
-    res = lookup(server, "web")
+    res = lookup(driver, server, "web")
     assert [(ep.host, ep.port) for ep in res] == [("10.96.0.20", None)]
 
 
-def test_dual_stack_cluster_ip_gives_both_families(server: DnsResponder) -> None:
+def test_dual_stack_cluster_ip_gives_both_families(server: DnsResponder, driver: Driver) -> None:
     add_cluster_ip(server, "web", ipv4="10.96.0.20", ipv6="fd00:10:96::20")
-    res = lookup(server, "web", 443)
+    res = lookup(driver, server, "web", 443)
     assert [ep.host for ep in res] == ["10.96.0.20", "fd00:10:96::20"]
     # One address per family is still what a ClusterIP Service looks like.
     assert res.kind is ServiceKind.UNKNOWN
@@ -177,21 +203,23 @@ def test_dual_stack_cluster_ip_gives_both_families(server: DnsResponder) -> None
 
 
 def test_a_port_number_the_service_does_not_declare_is_no_such_port(
-    server: DnsResponder,
+    server: DnsResponder, driver: Driver
 ) -> None:
     # CoreDNS lists one SRV record per declared port on the bare Service name; 8080
     # (say, the targetPort) is not one of them (issue 10, item 17).
     add_cluster_ip(server, "web", ipv4="10.96.0.20")
     name = fqdn("web")
     server.answer(name, "SRV", rrset(name, "SRV", f"0 50 80 {name}", f"0 50 9090 {name}"))
-    result = strategy_for(server).lookup(query("web", 8080), Deadline(3.0))
+    result = resolve(strategy_for(server), query("web", 8080), Deadline(3.0), driver)
     assert isinstance(result, Miss)
     assert result.outcome is Outcome.NO_SUCH_PORT
     assert "80, 9090" in result.reason
-    assert lookup(server, "web", 9090).endpoints == (Endpoint(host="10.96.0.20", port=9090),)
+    assert lookup(driver, server, "web", 9090).endpoints == (
+        Endpoint(host="10.96.0.20", port=9090),
+    )
 
 
-def test_srv_targets_without_addresses_are_no_answer(server: DnsResponder) -> None:
+def test_srv_targets_without_addresses_are_no_answer(server: DnsResponder, driver: Driver) -> None:
     # SRV records whose targets have no A/AAAA (or are ".") must not become a
     # "found, no endpoints" answer that is cached and keeps the api strategy away.
     name = fqdn("db")
@@ -199,37 +227,37 @@ def test_srv_targets_without_addresses_are_no_answer(server: DnsResponder) -> No
     server.answer(srv, "SRV", rrset(srv, "SRV", f"0 50 5432 db-0.{name}", "0 50 5432 ."))
     server.nodata(f"db-0.{name}", "A")
     server.nodata(f"db-0.{name}", "AAAA")
-    result = strategy_for(server).lookup(query("db", "pg"), Deadline(3.0))
+    result = resolve(strategy_for(server), query("db", "pg"), Deadline(3.0), driver)
     assert isinstance(result, Miss)
     assert result.outcome is Outcome.NOT_FOUND
     assert "no target with an address" in result.reason
 
 
-def test_ipv6_only_service_answers_from_aaaa(server: DnsResponder) -> None:
+def test_ipv6_only_service_answers_from_aaaa(server: DnsResponder, driver: Driver) -> None:
     add_cluster_ip(server, "web", ipv6="fd00:10:96::20")
-    res = lookup(server, "web", 80)
+    res = lookup(driver, server, "web", 80)
     assert res.endpoints == (Endpoint(host="fd00:10:96::20", port=80),)
 
 
-def test_several_a_records_are_a_headless_service(server: DnsResponder) -> None:
+def test_several_a_records_are_a_headless_service(server: DnsResponder, driver: Driver) -> None:
     add_headless(server, "db", {"db-0": "10.1.0.5", "db-1": "10.1.0.6", "db-2": "10.1.0.7"})
-    res = lookup(server, "db", 5432)
+    res = lookup(driver, server, "db", 5432)
     assert res.kind is ServiceKind.HEADLESS
     assert sorted(ep.host for ep in res) == ["10.1.0.5", "10.1.0.6", "10.1.0.7"]
     assert {ep.port for ep in res} == {5432}
 
 
-def test_name_with_no_a_or_aaaa_records_is_not_found(server: DnsResponder) -> None:
+def test_name_with_no_a_or_aaaa_records_is_not_found(server: DnsResponder, driver: Driver) -> None:
     server.nodata(fqdn("web"), "A")
     server.nodata(fqdn("web"), "AAAA")
-    result = strategy_for(server).lookup(query("web"), Deadline(3.0))
+    result = resolve(strategy_for(server), query("web"), Deadline(3.0), driver)
     assert isinstance(result, Miss)
     assert result.outcome is Outcome.NOT_FOUND
 
 
-def test_nxdomain_is_not_found(server: DnsResponder) -> None:
+def test_nxdomain_is_not_found(server: DnsResponder, driver: Driver) -> None:
     server.nxdomain(fqdn("ghost"), "A")
-    result = strategy_for(server).lookup(query("ghost"), Deadline(3.0))
+    result = resolve(strategy_for(server), query("ghost"), Deadline(3.0), driver)
     assert isinstance(result, Miss)
     assert result.outcome is Outcome.NOT_FOUND
     assert "ghost.default.svc.cluster.local." in result.reason
@@ -244,9 +272,11 @@ def test_nxdomain_is_not_found(server: DnsResponder) -> None:
 # -- named ports (SRV) ---------------------------------------------------------------
 
 
-def test_named_port_of_a_cluster_ip_service_comes_from_srv(server: DnsResponder) -> None:
+def test_named_port_of_a_cluster_ip_service_comes_from_srv(
+    server: DnsResponder, driver: Driver
+) -> None:
     add_cluster_ip(server, "web", ipv4="10.96.0.20", ports=(("http", "tcp", 80),))
-    res = lookup(server, "web", "http")
+    res = lookup(driver, server, "web", "http")
     assert res.kind is ServiceKind.CLUSTER_IP
     assert res.endpoints == (Endpoint(host="10.96.0.20", port=80),)
     http = ServicePort(name="http", port=80, protocol="TCP")
@@ -258,7 +288,7 @@ def test_named_port_of_a_cluster_ip_service_comes_from_srv(server: DnsResponder)
 
 
 def test_named_port_of_a_headless_service_gives_each_endpoint_and_hostname(
-    server: DnsResponder,
+    server: DnsResponder, driver: Driver
 ) -> None:
     add_headless(
         server,
@@ -266,7 +296,7 @@ def test_named_port_of_a_headless_service_gives_each_endpoint_and_hostname(
         {"db-0": "10.1.0.5", "db-1": "10.1.0.6"},
         ports=(("postgres", "tcp", 5432),),
     )
-    res = lookup(server, "db", "postgres")
+    res = lookup(driver, server, "db", "postgres")
     assert res.kind is ServiceKind.HEADLESS
     assert sorted((ep.hostname, ep.host, ep.port) for ep in res) == [
         ("db-0", "10.1.0.5", 5432),
@@ -279,7 +309,7 @@ def test_named_port_of_a_headless_service_gives_each_endpoint_and_hostname(
 
 
 def test_srv_targets_without_glue_are_resolved_with_extra_questions(
-    server: DnsResponder,
+    server: DnsResponder, driver: Driver
 ) -> None:
     add_headless(
         server,
@@ -288,7 +318,7 @@ def test_srv_targets_without_glue_are_resolved_with_extra_questions(
         ports=(("postgres", "tcp", 5432),),
         glue=False,
     )
-    res = lookup(server, "db", "postgres")
+    res = lookup(driver, server, "db", "postgres")
     assert sorted((ep.hostname, ep.host) for ep in res) == [
         ("db-0", "10.1.0.5"),
         ("db-1", "10.1.0.6"),
@@ -303,25 +333,29 @@ def test_srv_targets_without_glue_are_resolved_with_extra_questions(
     }
 
 
-def test_dashed_ip_hostnames_are_reported_as_hostnames(server: DnsResponder) -> None:
+def test_dashed_ip_hostnames_are_reported_as_hostnames(
+    server: DnsResponder, driver: Driver
+) -> None:
     # Endpoints without a hostname field get their dashed IP as the per-endpoint name.
     add_headless(server, "api", {"10-1-0-9": "10.1.0.9"}, ports=(("grpc", "tcp", 9000),))
-    res = lookup(server, "api", "grpc")
+    res = lookup(driver, server, "api", "grpc")
     assert res.kind is ServiceKind.HEADLESS
     assert res.endpoints == (Endpoint(host="10.1.0.9", port=9000, hostname="10-1-0-9"),)
 
 
-def test_udp_srv_is_asked_when_there_is_no_tcp_one(server: DnsResponder) -> None:
+def test_udp_srv_is_asked_when_there_is_no_tcp_one(server: DnsResponder, driver: Driver) -> None:
     add_cluster_ip(server, "dns", ipv4="10.96.0.10", ports=(("dns", "udp", 53),))
-    res = lookup(server, "dns", "dns")
+    res = lookup(driver, server, "dns", "dns")
     assert res.port == ServicePort(name="dns", port=53, protocol="UDP")
     assert res.endpoints == (Endpoint(host="10.96.0.10", port=53),)
     assert server.asked() == [srv_name("dns", "tcp", "dns"), srv_name("dns", "udp", "dns")]
 
 
-def test_missing_srv_with_an_existing_service_is_no_such_port(server: DnsResponder) -> None:
+def test_missing_srv_with_an_existing_service_is_no_such_port(
+    server: DnsResponder, driver: Driver
+) -> None:
     add_cluster_ip(server, "web", ipv4="10.96.0.20", ports=(("http", "tcp", 80),))
-    result = strategy_for(server).lookup(query("web", "metrics"), Deadline(3.0))
+    result = resolve(strategy_for(server), query("web", "metrics"), Deadline(3.0), driver)
     assert isinstance(result, Miss)
     assert result.outcome is Outcome.NO_SUCH_PORT
     assert "metrics" in result.reason
@@ -332,8 +366,8 @@ def test_missing_srv_with_an_existing_service_is_no_such_port(server: DnsRespond
     ]
 
 
-def test_missing_srv_and_missing_service_is_not_found(server: DnsResponder) -> None:
-    result = strategy_for(server).lookup(query("ghost", "http"), Deadline(3.0))
+def test_missing_srv_and_missing_service_is_not_found(server: DnsResponder, driver: Driver) -> None:
+    result = resolve(strategy_for(server), query("ghost", "http"), Deadline(3.0), driver)
     assert isinstance(result, Miss)
     assert result.outcome is Outcome.NOT_FOUND
 
@@ -341,10 +375,10 @@ def test_missing_srv_and_missing_service_is_not_found(server: DnsResponder) -> N
 # -- ExternalName (CNAME) --------------------------------------------------------------
 
 
-def test_cname_is_an_external_name(server: DnsResponder) -> None:
+def test_cname_is_an_external_name(server: DnsResponder, driver: Driver) -> None:
     name = fqdn("billing")
     server.answer(name, "A", rrset(name, "CNAME", "billing.example.com."))
-    res = lookup(server, "billing", 443)
+    res = lookup(driver, server, "billing", 443)
     assert res.kind is ServiceKind.EXTERNAL_NAME
     assert res.external_name == "billing.example.com"
     assert res.endpoints == (Endpoint(host="billing.example.com", port=443),)
@@ -352,7 +386,7 @@ def test_cname_is_an_external_name(server: DnsResponder) -> None:
 
 
 def test_cname_with_resolved_target_still_reports_the_external_name(
-    server: DnsResponder,
+    server: DnsResponder, driver: Driver
 ) -> None:
     # CoreDNS follows the CNAME when it can and adds the target's A record.
     name = fqdn("billing")
@@ -362,15 +396,17 @@ def test_cname_with_resolved_target_still_reports_the_external_name(
         rrset(name, "CNAME", "billing.example.com."),
         rrset("billing.example.com.", "A", "192.0.2.44"),
     )
-    res = lookup(server, "billing")
+    res = lookup(driver, server, "billing")
     assert res.kind is ServiceKind.EXTERNAL_NAME
     assert [ep.host for ep in res] == ["billing.example.com"]
 
 
-def test_named_port_of_an_external_name_is_not_applicable(server: DnsResponder) -> None:
+def test_named_port_of_an_external_name_is_not_applicable(
+    server: DnsResponder, driver: Driver
+) -> None:
     name = fqdn("billing")
     server.answer(name, "A", rrset(name, "CNAME", "billing.example.com."))
-    result = strategy_for(server).lookup(query("billing", "https"), Deadline(3.0))
+    result = resolve(strategy_for(server), query("billing", "https"), Deadline(3.0), driver)
     assert isinstance(result, Miss)
     assert result.outcome is Outcome.NOT_APPLICABLE
     assert "billing.example.com" in result.reason
@@ -392,7 +428,9 @@ def test_external_name_into_the_cluster_is_followed_by_the_chain(server: DnsResp
     assert res.endpoints == (Endpoint(host="10.96.3.3", port=8080),)
 
 
-def test_cname_to_a_missing_name_is_still_an_external_name(server: DnsResponder) -> None:
+def test_cname_to_a_missing_name_is_still_an_external_name(
+    server: DnsResponder, driver: Driver
+) -> None:
     # A forwarder that follows the CNAME to a name that does not exist says NXDOMAIN
     # but keeps the CNAME: the Service exists, its target does not.
     name = fqdn("billing")
@@ -405,7 +443,7 @@ def test_cname_to_a_missing_name_is_still_an_external_name(server: DnsResponder)
             soa=True,
         ),
     )
-    res = lookup(server, "billing")
+    res = lookup(driver, server, "billing")
     assert res.kind is ServiceKind.EXTERNAL_NAME
     assert res.external_name == "gone.example.com"
 
@@ -413,10 +451,10 @@ def test_cname_to_a_missing_name_is_still_an_external_name(server: DnsResponder)
 # -- large answers --------------------------------------------------------------------
 
 
-def test_truncated_udp_answer_is_retried_over_tcp(server: DnsResponder) -> None:
+def test_truncated_udp_answer_is_retried_over_tcp(server: DnsResponder, driver: Driver) -> None:
     endpoints = {f"w-{i}": f"10.1.{i // 200}.{i % 200 + 1}" for i in range(60)}
     add_headless(server, "big", endpoints)
-    res = lookup(server, "big", 80)
+    res = lookup(driver, server, "big", 80)
     assert len(res) == 60
     assert sorted(ep.host for ep in res) == sorted(endpoints.values())
     a_transports = [q.transport for q in server.queries if q.qtype == "A"]
@@ -426,10 +464,10 @@ def test_truncated_udp_answer_is_retried_over_tcp(server: DnsResponder) -> None:
 # -- failures, retries, deadlines -------------------------------------------------------
 
 
-def test_servfail_is_transient(server: DnsResponder) -> None:
+def test_servfail_is_transient(server: DnsResponder, driver: Driver) -> None:
     server.servfail(fqdn("web"), "A")
     with pytest.raises(kdisco.TransientError, match="SERVFAIL"):
-        strategy_for(server).lookup(query("web"), Deadline(3.0))
+        resolve(strategy_for(server), query("web"), Deadline(3.0), driver)
 
 
 def test_servfail_is_retried_with_backoff_until_the_deadline(server: DnsResponder) -> None:
@@ -479,24 +517,24 @@ def test_nxdomain_is_never_retried(server: DnsResponder, tmp_path: Path) -> None
     assert (attempt.outcome, attempt.tries) == (Outcome.NOT_FOUND, 1)
 
 
-def test_no_reply_is_bounded_by_the_deadline(server: DnsResponder) -> None:
+def test_no_reply_is_bounded_by_the_deadline(server: DnsResponder, driver: Driver) -> None:
     server.drop(fqdn("web"), "A")
     started = time.monotonic()
     with pytest.raises(kdisco.TransientError, match="timed out"):
-        strategy_for(server).lookup(query("web"), Deadline(0.1))
+        resolve(strategy_for(server), query("web"), Deadline(0.1), driver)
     # Without the deadline dnspython would wait its own 5 s lifetime (1 s per packet).
     assert time.monotonic() - started < 0.9
     assert server.asked("A")[0] == fqdn("web")
 
 
-def test_no_reply_does_not_overrun_the_deadline(server: DnsResponder) -> None:
+def test_no_reply_does_not_overrun_the_deadline(server: DnsResponder, driver: Driver) -> None:
     # dnspython's Resolver sleeps a backoff (0.1 s, doubling) between rounds without
     # looking at the lifetime, which overran a 0.1 s deadline by 0.1 s; retrying is the
     # chain's job, so one lookup must be one round that ends at the deadline.
     server.drop(fqdn("web"), "A")
     deadline = Deadline(0.1)
     with pytest.raises(kdisco.TransientError, match="timed out"):
-        strategy_for(server).lookup(query("web"), deadline)
+        resolve(strategy_for(server), query("web"), deadline, driver)
     assert time.monotonic() - deadline.expires_at < 0.07
     # One round (A and AAAA sent together), not a second one after the timeout.
     assert [(q.qname, q.qtype) for q in server.queries] == [
@@ -535,7 +573,9 @@ def test_dead_dns_leaves_the_next_strategy_its_turn(server: DnsResponder) -> Non
     assert "timed out" in dns_attempt.reason
 
 
-def test_a_dead_nameserver_is_skipped_for_the_next_one(server: DnsResponder) -> None:
+def test_a_dead_nameserver_is_skipped_for_the_next_one(
+    server: DnsResponder, driver: Driver
+) -> None:
     add_cluster_ip(server, "web", ipv4="10.96.0.20")
     with DnsResponder(zone=ZONE) as dead:
         dead.drop(fqdn("web"), "A")
@@ -545,25 +585,25 @@ def test_a_dead_nameserver_is_skipped_for_the_next_one(server: DnsResponder) -> 
         )
         # Each server gets an equal share of what is left (0.15 s for the dead one on
         # A, half the rest on AAAA), so the live one is still asked in time.
-        res = strategy.lookup(query("web"), Deadline(0.3))
+        res = resolve(strategy, query("web"), Deadline(0.3), driver)
     assert isinstance(res, kdisco.Resolution), res
     assert [ep.host for ep in res] == ["10.96.0.20"]
     assert dead.asked() == [fqdn("web"), fqdn("web")]
 
 
-def test_servfail_from_one_nameserver_asks_the_next(server: DnsResponder) -> None:
+def test_servfail_from_one_nameserver_asks_the_next(server: DnsResponder, driver: Driver) -> None:
     add_cluster_ip(server, "web", ipv4="10.96.0.20")
     with DnsResponder(zone=ZONE) as syncing:
         syncing.servfail(fqdn("web"), "A")
         strategy = DnsStrategy(
             [DnsTarget("127.0.0.1", syncing.port), DnsTarget("127.0.0.1", server.port)]
         )
-        res = strategy.lookup(query("web", 80), Deadline(3.0))
+        res = resolve(strategy, query("web", 80), Deadline(3.0), driver)
     assert isinstance(res, kdisco.Resolution), res
     assert res.endpoints == (Endpoint(host="10.96.0.20", port=80),)
 
 
-def test_every_nameserver_failing_names_each_failure(server: DnsResponder) -> None:
+def test_every_nameserver_failing_names_each_failure(server: DnsResponder, driver: Driver) -> None:
     server.servfail(fqdn("web"), "A")
     with DnsResponder(zone=ZONE) as other:
         other.set(fqdn("web"), "A", Entry(rcode=dns.rcode.REFUSED))
@@ -571,29 +611,46 @@ def test_every_nameserver_failing_names_each_failure(server: DnsResponder) -> No
             [DnsTarget("127.0.0.1", server.port), DnsTarget("127.0.0.1", other.port)]
         )
         with pytest.raises(kdisco.TransientError) as info:
-            strategy.lookup(query("web"), Deadline(3.0))
+            resolve(strategy, query("web"), Deadline(3.0), driver)
     assert f"127.0.0.1:{server.port}: SERVFAIL" in str(info.value)
     assert f"127.0.0.1:{other.port}: REFUSED" in str(info.value)
 
 
-def test_an_expired_deadline_sends_nothing(server: DnsResponder) -> None:
+def test_an_expired_deadline_sends_nothing(server: DnsResponder, driver: Driver) -> None:
     clock = FakeClock()
     deadline = Deadline(1.0, clock=clock)
     clock.now += 2.0
     with pytest.raises(kdisco.TransientError, match="no time left"):
-        strategy_for(server).lookup(query("web"), deadline)
+        resolve(strategy_for(server), query("web"), deadline, driver)
     assert server.queries == []
 
 
-def test_not_applicable_strategy_sends_nothing(server: DnsResponder) -> None:
+def test_not_applicable_strategy_sends_nothing(server: DnsResponder, driver: Driver) -> None:
     strategy = DnsStrategy([DnsTarget("127.0.0.1", server.port)], not_applicable="outside")
-    result = strategy.lookup(query("web", "http"), Deadline(3.0))
+    result = resolve(strategy, query("web", "http"), Deadline(3.0), driver)
     assert result == Miss(Outcome.NOT_APPLICABLE, "outside")
     assert server.queries == []
 
 
-def test_strategy_without_nameservers_is_not_applicable() -> None:
-    result = DnsStrategy().lookup(query("web"), Deadline(3.0))
+def test_include_not_ready_is_not_applicable_and_sends_nothing(
+    server: DnsResponder, driver: Driver
+) -> None:
+    asked = parse_query(
+        "web",
+        namespace=None,
+        default_namespace="default",
+        cluster_domain=ZONE,
+        include_not_ready=True,
+    )
+    result = resolve(strategy_for(server), asked, Deadline(3.0), driver)
+    assert isinstance(result, Miss)
+    assert result.outcome is Outcome.NOT_APPLICABLE
+    assert "publishes only ready endpoints" in result.reason
+    assert server.queries == []
+
+
+def test_strategy_without_nameservers_is_not_applicable(driver: Driver) -> None:
+    result = resolve(DnsStrategy(), query("web"), Deadline(3.0), driver)
     assert isinstance(result, Miss)
     assert result.outcome is Outcome.NOT_APPLICABLE
     assert "nameserver" in result.reason
@@ -732,13 +789,13 @@ def test_kdisco_cluster_domain_overrides_resolv_conf(tmp_path: Path) -> None:
     ],
 )
 def test_outside_a_cluster_dns_is_not_applicable_at_once(
-    tmp_path: Path, resolv: str | None
+    tmp_path: Path, resolv: str | None, driver: Driver
 ) -> None:
     discoverer = detect(tmp_path, resolv)
     assert discoverer.cluster_domain == "cluster.local"
     strategy = dns_strategy_of(discoverer)
     assert not is_applicable(strategy)
-    result = strategy.lookup(query("web"), Deadline(3.0))
+    result = resolve(strategy, query("web"), Deadline(3.0), driver)
     assert isinstance(result, Miss)
     assert "not in a cluster" in result.reason
 
@@ -856,11 +913,11 @@ class TwoQuestionServer:
         self.sock.close()
 
 
-def test_a_and_aaaa_are_sent_together_and_matched_to_their_replies() -> None:
+def test_a_and_aaaa_are_sent_together_and_matched_to_their_replies(driver: Driver) -> None:
     server = TwoQuestionServer({"A": "10.96.0.20", "AAAA": "fd00:10:96::20"})
     try:
         strategy = DnsStrategy([DnsTarget("127.0.0.1", server.port)])
-        res = strategy.lookup(query("web", 80), Deadline(2.0))
+        res = resolve(strategy, query("web", 80), Deadline(2.0), driver)
     finally:
         server.close()
     assert isinstance(res, kdisco.Resolution), res
@@ -868,23 +925,29 @@ def test_a_and_aaaa_are_sent_together_and_matched_to_their_replies() -> None:
     assert [ep.host for ep in res] == ["10.96.0.20", "fd00:10:96::20"]
 
 
-def test_a_failure_of_aaaa_does_not_matter_when_a_is_nxdomain(server: DnsResponder) -> None:
+def test_a_failure_of_aaaa_does_not_matter_when_a_is_nxdomain(
+    server: DnsResponder, driver: Driver
+) -> None:
     server.nxdomain(fqdn("ghost"), "A")
     server.servfail(fqdn("ghost"), "AAAA")
-    result = strategy_for(server).lookup(query("ghost"), Deadline(3.0))
+    result = resolve(strategy_for(server), query("ghost"), Deadline(3.0), driver)
     assert isinstance(result, Miss)
     assert result.outcome is Outcome.NOT_FOUND
 
 
-def test_a_failure_of_aaaa_is_transient_when_a_answered(server: DnsResponder) -> None:
+def test_a_failure_of_aaaa_is_transient_when_a_answered(
+    server: DnsResponder, driver: Driver
+) -> None:
     name = fqdn("web")
     server.answer(name, "A", rrset(name, "A", "10.96.0.20"))
     server.servfail(name, "AAAA")
     with pytest.raises(kdisco.TransientError, match=r"AAAA.*SERVFAIL"):
-        strategy_for(server).lookup(query("web"), Deadline(3.0))
+        resolve(strategy_for(server), query("web"), Deadline(3.0), driver)
 
 
-def test_aaaa_failing_on_one_server_is_asked_of_the_next_alone(server: DnsResponder) -> None:
+def test_aaaa_failing_on_one_server_is_asked_of_the_next_alone(
+    server: DnsResponder, driver: Driver
+) -> None:
     add_cluster_ip(server, "web", ipv4="10.96.0.20", ipv6="fd00:10:96::20")
     with DnsResponder(zone=ZONE) as first:
         first.answer(fqdn("web"), "A", rrset(fqdn("web"), "A", "10.96.0.20"))
@@ -892,8 +955,90 @@ def test_aaaa_failing_on_one_server_is_asked_of_the_next_alone(server: DnsRespon
         strategy = DnsStrategy(
             [DnsTarget("127.0.0.1", first.port), DnsTarget("127.0.0.1", server.port)]
         )
-        res = strategy.lookup(query("web"), Deadline(3.0))
+        res = resolve(strategy, query("web"), Deadline(3.0), driver)
     assert isinstance(res, kdisco.Resolution), res
     assert [ep.host for ep in res] == ["10.96.0.20", "fd00:10:96::20"]
     # A was answered by the first server, so only AAAA went on to the second.
     assert [q.qtype for q in server.queries] == ["AAAA"]
+
+
+# -- replies that are no answer ---------------------------------------------------------
+
+
+class ScriptedServer:
+    """A UDP server that answers each query with the datagrams ``script(query)`` makes."""
+
+    def __init__(self, script: Callable[[dns.message.Message], list[bytes]]) -> None:
+        self.script = script
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port: int = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                wire, peer = self.sock.recvfrom(65535)
+            except OSError:
+                continue
+            for datagram in self.script(dns.message.from_wire(wire)):
+                self.sock.sendto(datagram, peer)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def reply_with(request: dns.message.Message, address: str) -> bytes:
+    reply = dns.message.make_response(request)
+    question = request.question[0]
+    qtype = dns.rdatatype.to_text(question.rdtype)
+    if qtype in ("A", "AAAA"):
+        ip = address if qtype == "A" else f"fd00::{address.rsplit('.', 1)[1]}"
+        reply.answer.append(rrset(question.name.to_text(), qtype, ip))
+    return reply.to_wire()
+
+
+def test_replies_with_another_id_or_question_are_ignored(driver: Driver) -> None:
+    def script(request: dns.message.Message) -> list[bytes]:
+        wrong_id = bytearray(reply_with(request, "192.0.2.66"))
+        wrong_id[1] ^= 0xFF
+        other = dns.message.make_query("other.example.", request.question[0].rdtype)
+        other.id = request.id  # the right id, for another question
+        return [bytes(wrong_id), reply_with(other, "192.0.2.67"), reply_with(request, "10.96.0.20")]
+
+    server = ScriptedServer(script)
+    try:
+        strategy = DnsStrategy([DnsTarget("127.0.0.1", server.port)])
+        res = resolve(strategy, query("web"), Deadline(2.0), driver)
+    finally:
+        server.close()
+    assert isinstance(res, kdisco.Resolution), res
+    assert [ep.host for ep in res] == ["10.96.0.20", "fd00::20"]
+
+
+def test_a_malformed_reply_is_a_failure_of_that_server(
+    server: DnsResponder, driver: Driver
+) -> None:
+    add_cluster_ip(server, "web", ipv4="10.96.0.20")
+    # Bytes behind the query's id that are no DNS message.
+    junk = b"\x81\x80 that is no DNS message"
+    garbage = ScriptedServer(lambda request: [request.id.to_bytes(2, "big") + junk])
+    try:
+        alone = DnsStrategy([DnsTarget("127.0.0.1", garbage.port)])
+        malformed = f"127.0.0.1:{garbage.port}: FormError: DNS message is malformed"
+        with pytest.raises(kdisco.TransientError, match=malformed):
+            resolve(alone, query("web"), Deadline(2.0), driver)
+        # ... so the next server is asked.
+        both = DnsStrategy(
+            [DnsTarget("127.0.0.1", garbage.port), DnsTarget("127.0.0.1", server.port)]
+        )
+        res = resolve(both, query("web"), Deadline(2.0), driver)
+    finally:
+        garbage.close()
+    assert isinstance(res, kdisco.Resolution), res
+    assert [ep.host for ep in res] == ["10.96.0.20"]

@@ -48,7 +48,9 @@ class Strategy(Protocol):
     deadline)``, with the same contract, and ``async def aclose()``. Without
     ``alookup`` the async chain runs ``lookup`` in a worker thread (so a blocking
     strategy never blocks the event loop) and says so in the attempts; without
-    ``aclose``, ``close()`` runs in a worker thread too.
+    ``aclose``, ``close()`` runs in a worker thread too. ``prepare_async()``, if
+    present, is called once before the first async use, off the event loop: the place
+    to import what ``alookup`` needs, so that nothing is imported on the loop.
     """
 
     @property

@@ -6,13 +6,16 @@ import functools
 import ipaddress
 import selectors
 import socket
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import dns.entropy
 import dns.exception
+import dns.flags
 import dns.inet
 import dns.message
 import dns.name
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.rdataclass
@@ -30,6 +33,10 @@ from kdisco._settings import DnsTarget, Settings
 from .base import Miss
 
 if TYPE_CHECKING:
+    # Imported where it is used: an event loop is running there, and sync users do not
+    # pay for loading asyncio.
+    import asyncio
+
     from kdisco._notify import Notifier
 
 #: Named ports are published as ``_<port>._<proto>``; TCP first since nearly all are.
@@ -42,6 +49,13 @@ _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 _BATCH = 32
 #: Enough for any UDP answer (EDNS payloads top out well below 64 KiB).
 _MAX_UDP = 65535
+
+_T = TypeVar("_T")
+_Reply = dns.message.Message | BaseException
+#: The lookup logic is written once, without I/O: it yields each round of queries for
+#: one server with the time it has, and the driver (``_exchange``, or ``_aexchange``
+#: for asyncio) does the exchange, filling in the round's replies, before resuming it.
+_Steps = Generator[tuple["_Round", Deadline], None, _T]
 
 
 class DnsStrategy:
@@ -80,6 +94,30 @@ class DnsStrategy:
         return f"DnsStrategy({where})"
 
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        steps = self._steps(query, deadline)
+        try:
+            while True:
+                _exchange(*next(steps))
+        except StopIteration as done:
+            result: Resolution | Miss = done.value
+            return result
+
+    def prepare_async(self) -> None:
+        """Load what ``alookup`` needs, so its first call imports nothing on the loop.
+        (``kdisco.aio`` calls this off the loop; sync users never pay for it.)"""
+        _async_backend()
+
+    async def alookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        """``lookup`` for asyncio: the same questions, answers and errors."""
+        steps = self._steps(query, deadline)
+        try:
+            while True:
+                await _aexchange(*next(steps))
+        except StopIteration as done:
+            result: Resolution | Miss = done.value
+            return result
+
+    def _steps(self, query: Query, deadline: Deadline) -> _Steps[Resolution | Miss]:
         if self._not_applicable is not None:
             return Miss(Outcome.NOT_APPLICABLE, self._not_applicable)
         if query.include_not_ready:
@@ -88,16 +126,16 @@ class DnsStrategy:
                 "include_not_ready: cluster DNS publishes only ready endpoints",
             )
         if isinstance(query.port, str):
-            return self._lookup_named_port(query, query.port, deadline)
-        return self._lookup_addresses(query, deadline)
+            return (yield from self._lookup_named_port(query, query.port, deadline))
+        return (yield from self._lookup_addresses(query, deadline))
 
     # -- queries ---------------------------------------------------------------
 
     def _ask(
         self, qname: dns.name.Name | str, rdtype: dns.rdatatype.RdataType, deadline: Deadline
-    ) -> dns.resolver.Answer | None:
+    ) -> _Steps[dns.resolver.Answer | None]:
         """One round of one question over the nameservers; None means NXDOMAIN."""
-        (result,) = self._ask_all([(qname, rdtype)], deadline)
+        (result,) = yield from self._ask_all([(qname, rdtype)], deadline)
         if isinstance(result, TransientError):
             raise result
         return result
@@ -106,7 +144,7 @@ class DnsStrategy:
         self,
         questions: Sequence[tuple[dns.name.Name | str, dns.rdatatype.RdataType]],
         deadline: Deadline,
-    ) -> list[dns.resolver.Answer | TransientError | None]:
+    ) -> _Steps[list[dns.resolver.Answer | TransientError | None]]:
         """One round of several questions, sent together, over the nameservers.
 
         Per question: its answer, None for NXDOMAIN, or the TransientError to raise if
@@ -120,7 +158,7 @@ class DnsStrategy:
         the chain's job anyway.
         """
         names = [q if isinstance(q, dns.name.Name) else _name(q) for q, _ in questions]
-        requests = _queries(names, [rdtype for _, rdtype in questions])
+        queries = _queries(names, [rdtype for _, rdtype in questions])
         results: list[dns.resolver.Answer | TransientError | None] = [None] * len(questions)
         errors: list[list[str]] = [[] for _ in questions]
         pending = list(range(len(questions)))
@@ -133,7 +171,13 @@ class DnsStrategy:
             if share <= 0:
                 break
             slot = deadline.slice(min(_ATTEMPT_TIMEOUT, share))
-            replies = _exchange([requests[k] for k in pending], ns, slot)
+            try:
+                round_ = _Round([queries[k] for k in pending], ns)
+            except ValueError as exc:  # a nameserver that is not an IP address
+                replies: list[_Reply] = [exc] * len(pending)
+            else:
+                yield round_, slot
+                replies = round_.outcome()
             still: list[int] = []
             for k, reply in zip(pending, replies, strict=True):
                 outcome = _classify(names[k], questions[k][1], reply, ns)
@@ -152,7 +196,7 @@ class DnsStrategy:
             results[k] = TransientError(text)
         return results
 
-    def _lookup_addresses(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+    def _lookup_addresses(self, query: Query, deadline: Deadline) -> _Steps[Resolution | Miss]:
         service = query.service
         questions = [(service.fqdn, dns.rdatatype.A), (service.fqdn, dns.rdatatype.AAAA)]
         if isinstance(query.port, int):
@@ -160,7 +204,7 @@ class DnsStrategy:
             # declared port: asked in the same round trip, it tells a port the
             # Service does not declare (FACTS.md §8).
             questions.append((service.fqdn, dns.rdatatype.SRV))
-        answer_a, answer_aaaa, *answer_srv = self._ask_all(questions, deadline)
+        answer_a, answer_aaaa, *answer_srv = yield from self._ask_all(questions, deadline)
         # A decides first, as if asked alone: its NXDOMAIN or CNAME settles the
         # question whatever became of AAAA.
         if isinstance(answer_a, TransientError):
@@ -194,16 +238,16 @@ class DnsStrategy:
 
     def _lookup_named_port(
         self, query: Query, port_name: str, deadline: Deadline
-    ) -> Resolution | Miss:
+    ) -> _Steps[Resolution | Miss]:
         service = query.service
         for proto in _SRV_PROTOCOLS:
             qname = f"_{port_name}._{proto}.{service.fqdn}"
-            answer = self._ask(qname, dns.rdatatype.SRV, deadline)
+            answer = yield from self._ask(qname, dns.rdatatype.SRV, deadline)
             if answer is None or answer.rrset is None:
                 continue
-            return self._srv_resolution(query, port_name, proto, answer, deadline)
+            return (yield from self._srv_resolution(query, port_name, proto, answer, deadline))
         # No SRV: tell "no such Service" from "no such port" with one more question.
-        answer_a = self._ask(service.fqdn, dns.rdatatype.A, deadline)
+        answer_a = yield from self._ask(service.fqdn, dns.rdatatype.A, deadline)
         if answer_a is None:
             return _nxdomain(service.fqdn)
         external = _external_name(answer_a)
@@ -230,7 +274,7 @@ class DnsStrategy:
         proto: str,
         answer: dns.resolver.Answer,
         deadline: Deadline,
-    ) -> Resolution | Miss:
+    ) -> _Steps[Resolution | Miss]:
         service = query.service
         assert answer.rrset is not None
         fqdn = _name(service.fqdn)
@@ -246,7 +290,7 @@ class DnsStrategy:
         ]
         missing = [srv.target for srv in records if srv.target not in glue]
         if missing:
-            glue.update(self._resolve_targets(list(dict.fromkeys(missing)), deadline))
+            glue.update((yield from self._resolve_targets(list(dict.fromkeys(missing)), deadline)))
         for srv in records:
             target: dns.name.Name = srv.target
             is_service_name = target == fqdn
@@ -283,13 +327,13 @@ class DnsStrategy:
 
     def _resolve_targets(
         self, targets: list[dns.name.Name], deadline: Deadline
-    ) -> dict[dns.name.Name, list[str]]:
+    ) -> _Steps[dict[dns.name.Name, list[str]]]:
         """A and AAAA of SRV targets the server sent no glue for, a batch at a time."""
         found: dict[dns.name.Name, list[str]] = {}
         for first in range(0, len(targets), _BATCH // 2):
             batch = targets[first : first + _BATCH // 2]
             questions = [(t, rdtype) for t in batch for rdtype in _ADDRESS_TYPES]
-            answers = self._ask_all(questions, deadline)
+            answers = yield from self._ask_all(questions, deadline)
             for (target, _), answer in zip(questions, answers, strict=True):
                 if isinstance(answer, TransientError):
                     raise answer
@@ -403,19 +447,60 @@ def _name(text: str) -> dns.name.Name:
     return dns.name.from_text(text)
 
 
+class _Query:
+    """One question as sent: its random id and its wire form."""
+
+    __slots__ = ("id", "name", "rdtype", "wire")
+
+    def __init__(self, qid: int, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> None:
+        self.id = qid
+        self.name = name
+        self.rdtype = rdtype
+        self.wire = qid.to_bytes(2, "big") + _rendered(name, rdtype)
+
+    def message(self) -> dns.message.QueryMessage:
+        """As a dnspython message, for its TCP exchange (only truncated answers need it)."""
+        return dns.message.make_query(self.name, self.rdtype, id=self.id)
+
+    def answered_by(self, reply: dns.message.Message) -> bool:
+        """dnspython's ``is_response`` (the id is already matched), without a message to
+        call it on: building one per question costs more than the check."""
+        if not reply.flags & dns.flags.QR or reply.opcode() != dns.opcode.QUERY:
+            return False
+        if not reply.question:
+            # An error may leave the question out; dnspython accepts that too.
+            return reply.rcode() in _QUESTIONLESS_ERRORS
+        return all(
+            q.name == self.name and q.rdtype == self.rdtype and q.rdclass == dns.rdataclass.IN
+            for q in reply.question
+        )
+
+
+_QUESTIONLESS_ERRORS = frozenset(
+    (dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED)
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _rendered(name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> bytes:
+    """A query's wire form after its id, rendered once per question: rendering is a good
+    share of the CPU an uncached lookup costs."""
+    return dns.message.make_query(name, rdtype).to_wire()[2:]
+
+
 def _queries(
     names: Sequence[dns.name.Name], rdtypes: Sequence[dns.rdatatype.RdataType]
-) -> list[dns.message.QueryMessage]:
+) -> list[_Query]:
     """One query per question, with distinct ids so replies sent together can be told apart."""
-    requests: list[dns.message.QueryMessage] = []
+    queries: list[_Query] = []
     ids: set[int] = set()
     for name, rdtype in zip(names, rdtypes, strict=True):
-        request = dns.message.make_query(name, rdtype)
-        while request.id in ids:
-            request.id = (request.id + 1) & 0xFFFF
-        ids.add(request.id)
-        requests.append(request)
-    return requests
+        qid = dns.entropy.random_16()
+        while qid in ids:
+            qid = (qid + 1) & 0xFFFF
+        ids.add(qid)
+        queries.append(_Query(qid, name, rdtype))
+    return queries
 
 
 def _classify(
@@ -445,31 +530,72 @@ def _classify(
     return f"{ns}: {dns.rcode.to_text(rcode)}"
 
 
-_Reply = dns.message.Message | BaseException
+class _Round:
+    """Queries sent together to one server over UDP, and the replies matched to them as
+    they come: the part of an exchange both drivers share (it does no I/O)."""
+
+    __slots__ = ("_by_id", "destination", "family", "queries", "replies", "truncated")
+
+    def __init__(self, queries: list[_Query], ns: DnsTarget) -> None:
+        self.family = dns.inet.af_for_address(ns.host)  # ValueError: not an IP address
+        self.destination = (ns.host, ns.port)
+        self.queries = queries
+        self.replies: list[_Reply | None] = [None] * len(queries)
+        #: Queries whose answers did not fit UDP (large headless Services): the driver
+        #: asks them again over TCP.
+        self.truncated: list[int] = []
+        self._by_id = {query.id: k for k, query in enumerate(queries)}
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._by_id)
+
+    def received(self, wire: bytes, source: object) -> None:
+        """A reply counts only from the server asked, with the id and question of one of
+        the queries (anything else is ignored, as dnspython does)."""
+        if len(wire) < 12 or not _same_address(self.family, source, self.destination):
+            return
+        reply_id = int.from_bytes(wire[:2], "big")
+        k = self._by_id.get(reply_id)
+        if k is None:
+            return
+        reply = _parse_reply(self.queries[k], wire)
+        if reply is None:
+            return  # not an answer to this question: keep waiting
+        del self._by_id[reply_id]
+        if isinstance(reply, dns.message.Truncated):
+            self.truncated.append(k)
+        else:
+            self.replies[k] = reply
+
+    def failed(self, exc: BaseException) -> None:
+        """Sending or receiving failed (no route, ...): every unanswered query failed."""
+        self.replies = [r if r is not None else exc for r in self.replies]
+        self.truncated = []
+        self._by_id = {}
+
+    def outcome(self) -> list[_Reply]:
+        """Each query's reply or failure; what has no reply by now timed out."""
+        return [r if r is not None else TimeoutError() for r in self.replies]
 
 
-def _exchange(
-    requests: Sequence[dns.message.QueryMessage], ns: DnsTarget, slot: Deadline
-) -> list[_Reply]:
-    """Send every request over one UDP socket, then collect the replies as they come.
+#: How asking over TCP can fail; each is that server's failure to answer.
+_TCP_ERRORS = (dns.exception.DNSException, OSError, EOFError)
 
-    A reply is matched to its request by id and question, and must come from the
-    server asked (anything else is ignored, as dnspython does). A truncated answer
-    (large headless Services) is asked again over TCP. What has no reply when the
-    slot ends is a timeout.
-    """
-    replies: list[_Reply | None] = [None] * len(requests)
+
+def _exchange(round_: _Round, slot: Deadline) -> None:
+    """The sync driver: send every query over one UDP socket, then collect the replies
+    as they come until the slot ends; truncated answers are asked again over TCP."""
     try:
-        family = dns.inet.af_for_address(ns.host)
-        with socket.socket(family, socket.SOCK_DGRAM) as sock, selectors.DefaultSelector() as sel:
+        with (
+            socket.socket(round_.family, socket.SOCK_DGRAM) as sock,
+            selectors.DefaultSelector() as sel,
+        ):
             sock.setblocking(False)
-            destination = (ns.host, ns.port)
-            for request in requests:
-                sock.sendto(request.to_wire(), destination)
-            by_id = {request.id: k for k, request in enumerate(requests)}
+            for query in round_.queries:
+                sock.sendto(query.wire, round_.destination)
             sel.register(sock, selectors.EVENT_READ)
-            truncated: list[int] = []
-            while by_id:
+            while round_.waiting:
                 remaining = slot.remaining()
                 if remaining <= 0 or not sel.select(remaining):
                     break
@@ -477,46 +603,125 @@ def _exchange(
                     wire, source = sock.recvfrom(_MAX_UDP)
                 except BlockingIOError:
                     continue
-                if len(wire) < 12 or not _same_address(family, source, destination):
-                    continue
-                reply_id = int.from_bytes(wire[:2], "big")
-                k = by_id.get(reply_id)
-                if k is None:
-                    continue
-                reply = _parse_reply(requests[k], wire)
-                if reply is None:
-                    continue  # not an answer to this question: keep waiting
-                del by_id[reply_id]
-                if isinstance(reply, dns.message.Truncated):
-                    truncated.append(k)
-                else:
-                    replies[k] = reply
+                round_.received(wire, source)
     except (OSError, ValueError) as exc:
-        # Sending failed (no route, bad address): every unanswered question failed.
-        return [r if r is not None else exc for r in replies]
-    for k in truncated:
+        round_.failed(exc)
+    host, port = round_.destination
+    for k in round_.truncated:
         try:
-            replies[k] = dns.query.tcp(requests[k], ns.host, timeout=_positive(slot), port=ns.port)
-        except (dns.exception.DNSException, OSError, EOFError) as exc:
-            replies[k] = exc
-    return [r if r is not None else TimeoutError() for r in replies]
+            reply: _Reply = dns.query.tcp(
+                round_.queries[k].message(), host, timeout=_positive(slot), port=port
+            )
+        except _TCP_ERRORS as exc:
+            reply = exc
+        round_.replies[k] = reply
 
 
-def _parse_reply(request: dns.message.QueryMessage, wire: bytes) -> _Reply | None:
+async def _aexchange(round_: _Round, slot: Deadline) -> None:
+    """The async driver: ``_exchange`` with the waiting done by the running loop, and the
+    TCP retries of truncated answers made concurrently. The socket is closed before it
+    returns, cancelled or not."""
+    import asyncio  # loaded already: an event loop is running
+
+    try:
+        with socket.socket(round_.family, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            for query in round_.queries:
+                sock.sendto(query.wire, round_.destination)
+            async with asyncio.timeout(slot.remaining()):
+                await _receive(sock, round_)
+    except TimeoutError:
+        pass  # what has no reply timed out
+    except (OSError, ValueError) as exc:
+        round_.failed(exc)
+    if round_.truncated:
+        replies = await asyncio.gather(
+            *(_atcp(round_.queries[k], round_.destination, slot) for k in round_.truncated)
+        )
+        for k, reply in zip(round_.truncated, replies, strict=True):
+            round_.replies[k] = reply
+
+
+async def _receive(sock: socket.socket, round_: _Round) -> None:
+    """Hand the round what the socket receives until every query has its reply.
+
+    The loop watches the socket and the callback reads it: one future per round, not
+    one per datagram as ``sock_recvfrom`` would make, nor a transport per round (each
+    costs more than the rest of an uncached lookup's asyncio work). Windows' proactor
+    loop cannot watch a socket, so there it is ``sock_recvfrom`` after all.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    # By number: given the socket, the selector formats its repr for each miss.
+    fd = sock.fileno()
+    try:
+        loop.add_reader(fd, _readable, sock, round_, done)
+    except NotImplementedError:
+        while round_.waiting:
+            round_.received(*await loop.sock_recvfrom(sock, _MAX_UDP))
+        return
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+
+
+def _readable(sock: socket.socket, round_: _Round, done: asyncio.Future[None]) -> None:
+    try:
+        wire, source = sock.recvfrom(_MAX_UDP)
+    except BlockingIOError:
+        return
+    except OSError as exc:
+        round_.failed(exc)
+    else:
+        round_.received(wire, source)
+    if not round_.waiting and not done.done():
+        done.set_result(None)
+
+
+def _async_backend() -> Any:
+    import dns.asyncbackend
+    import dns.asyncquery  # the TCP retry (_atcp) uses it
+
+    return dns.asyncbackend.get_backend("asyncio")
+
+
+async def _atcp(query: _Query, destination: tuple[str, int], slot: Deadline) -> _Reply:
+    import asyncio
+
+    import dns.asyncquery
+
+    try:
+        async with asyncio.timeout(_positive(slot)):
+            return await dns.asyncquery.tcp(
+                query.message(),
+                destination[0],
+                port=destination[1],
+                backend=_async_backend(),
+            )
+    except _TCP_ERRORS as exc:
+        return exc
+
+
+def _parse_reply(query: _Query, wire: bytes) -> _Reply | None:
     """The reply, Truncated when it must be asked over TCP, None when it is not one."""
     try:
         reply = dns.message.from_wire(wire, raise_on_truncation=True)
     except dns.message.Truncated as exc:
         partial = exc.message()  # type: ignore[no-untyped-call]
-        return exc if request.is_response(partial) else None
+        return exc if query.answered_by(partial) else None
     except dns.exception.DNSException as exc:
         return exc  # malformed: a failure of this server, as dnspython would raise
-    return reply if request.is_response(reply) else None
+    return reply if query.answered_by(reply) else None
 
 
 def _same_address(family: int, source: object, destination: tuple[str, int]) -> bool:
     if not isinstance(source, tuple) or source[1] != destination[1]:
         return False
+    if source[0] == destination[0]:
+        return True  # the usual case, without parsing either
     try:
         return bool(
             dns.inet.inet_pton(family, str(source[0])) == dns.inet.inet_pton(family, destination[0])
