@@ -44,7 +44,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[test]", "mypy>=1.11", "types-PyYAML")
+    session.install("-e", ".[test]", "mypy>=1.11", "types-PyYAML", "types-grpcio")
     session.run("mypy")
 
 

@@ -17,11 +17,11 @@ from ._common import Section, Settings, progress
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "performance.md"
-LAST = 14  # benchmarks are numbered 1 to LAST
+LAST = 16  # benchmarks are numbered 1 to LAST
 
 
 def _benchmarks() -> dict[int, Callable[[Settings], Section]]:
-    from . import aio, api, coldpath, fleet, live, local, startup
+    from . import aio, api, coldpath, fleet, live, local, pickers, startup
 
     return {
         1: local.bench_cached,
@@ -38,6 +38,8 @@ def _benchmarks() -> dict[int, Callable[[Settings], Section]]:
         12: aio.bench_concurrent,
         13: aio.bench_cached,
         14: aio.bench_stalls,
+        15: pickers.bench_pick,
+        16: pickers.bench_spread,
     }
 
 

@@ -42,17 +42,36 @@ def _dns_discoverer(settings: Settings, ns: str, *, cache: bool) -> AsyncDiscove
 
 
 class StallMeter:
-    """The longest the loop went without running a callback it was due to run.
+    """Two views of how kdisco treats the loop while the block runs.
 
-    A ticker sleeps 1 ms at a time and records how late it wakes: whatever held the
-    loop (a long callback, or another thread holding the GIL) shows as lateness.
+    ``worst_step``: the longest single callback (a task step, a socket reader) the
+    loop ran: what asyncio's debug mode reports as "Executing ... took", timed here
+    by wrapping ``asyncio.Handle._run`` (debug mode's own bookkeeping would inflate
+    every step). This is a stall: nothing else can run meanwhile.
+    ``worst_lateness``: how late a ticker sleeping 1 ms at a time wakes. It adds
+    queueing (a loop busy with a thousand lookups answers late without any one step
+    being long) and other threads holding the GIL (an informer parsing a list).
     """
 
     def __init__(self) -> None:
-        self.worst = 0.0
+        self.worst_step = 0.0
+        self.worst_lateness = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._original: Any = None
 
     async def __aenter__(self) -> StallMeter:
+        original = self._original = asyncio.events.Handle._run
+        clock = time.perf_counter
+        meter = self
+
+        def timed(handle: asyncio.Handle) -> None:
+            t0 = clock()
+            original(handle)
+            took = clock() - t0
+            if took > meter.worst_step:
+                meter.worst_step = took
+
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
         self._task = asyncio.create_task(self._tick())
         await asyncio.sleep(0)
         return self
@@ -62,13 +81,14 @@ class StallMeter:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        asyncio.events.Handle._run = self._original  # type: ignore[method-assign]
 
     async def _tick(self) -> None:
         clock = time.perf_counter
         while True:
             t0 = clock()
             await asyncio.sleep(0.001)
-            self.worst = max(self.worst, clock() - t0 - 0.001)
+            self.worst_lateness = max(self.worst_lateness, clock() - t0 - 0.001)
 
 
 async def _spread(calls: list[Callable[[], Awaitable[Any]]]) -> list[float]:
@@ -104,14 +124,14 @@ def bench_concurrent(settings: Settings) -> Section:
     resolver.port = int(lab.dns_port)
     resolver.timeout = resolver.lifetime = 5.0
     pool = ThreadPoolExecutor(32)
-    stalls: list[float] = []
+    stalls: list[tuple[float, float]] = []
 
     async def kdisco_async() -> list[float]:
         async with StallMeter() as meter:
             took = await _spread(
                 [lambda i=i: d.discover(names[i % SERVICES]) for i in range(n)]  # type: ignore[misc]
             )
-        stalls.append(meter.worst)
+        stalls.append((meter.worst_step, meter.worst_lateness))
         return took
 
     async def bare_a() -> list[float]:
@@ -175,7 +195,10 @@ def bench_concurrent(settings: Settings) -> Section:
     vs_bare = wall[k] / wall["dnspython dns.asyncresolver, A"]
     vs_like = wall[k] / wall["dnspython dns.asyncresolver, A + AAAA"]
     vs_threads = wall["kdisco sync, 32-thread pool"] / wall[k]
-    settings.cache["aio-stall-concurrent"] = max(stalls) if stalls else float("nan")
+    settings.cache["aio-stall-concurrent"] = (
+        max(step for step, _ in stalls),
+        max(late for _, late in stalls),
+    )
     return Section(
         12,
         f"asyncio: {n:,} concurrent lookups of {SERVICES} Services through CoreDNS, cache off",
@@ -303,48 +326,63 @@ def bench_stalls(settings: Settings) -> Section:
     kubeconfig = str(settings.lab.kubeconfig)
     progress(f"14: event-loop stalls during cold {size:,}-endpoint api lookups, {rounds} rounds")
 
-    async def cold(watch: bool) -> tuple[float, int]:
-        async with StallMeter() as meter:
-            d = await asyncio.to_thread(
-                AsyncDiscoverer,
-                strategies=["api"],
-                kubeconfig=kubeconfig,
-                namespace=ns,
-                api_watch=watch,
-                cache=False,
-                timeout=60,
-            )
-            async with d:
-                res = await d.discover(svc)
-        return meter.worst, len(res)
+    async def cold(watch: bool) -> tuple[float, float, int]:
+        d = await asyncio.to_thread(
+            AsyncDiscoverer,
+            strategies=["api"],
+            kubeconfig=kubeconfig,
+            namespace=ns,
+            api_watch=watch,
+            cache=False,
+            timeout=60,
+        )
+        async with StallMeter() as meter, d:
+            res = await d.discover(svc)
+        return meter.worst_step, meter.worst_lateness, len(res)
 
-    worst: dict[str, list[float]] = {"watch cache (default)": [], "direct reads": []}
+    cases = {"watch cache (default)": True, "direct reads": False}
+    steps: dict[str, list[float]] = {k: [] for k in cases}
+    late: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(rounds):
-        for label, watch in (("watch cache (default)", True), ("direct reads", False)):
-            stall, found = asyncio.run(cold(watch))
+        for label, watch in cases.items():
+            step, lateness, found = asyncio.run(cold(watch))
             if found != size:
                 raise RuntimeError(f"found {found} endpoints, expected {size}")
-            worst[label].append(stall)
-    concurrent = settings.cache.get("aio-stall-concurrent")
+            steps[label].append(step)
+            late[label].append(lateness)
     rows = [
-        [f"cold {size:,}-endpoint api lookup, {k}", ms(max(v)), ms(median(v))]
-        for k, v in worst.items()
+        [f"cold {size:,}-endpoint api lookup, {k}", ms(max(steps[k])), ms(max(late[k]))]
+        for k in cases
     ]
+    concurrent = settings.cache.get("aio-stall-concurrent")
+    worst = max(max(v) for v in steps.values())
+    worst_late = max(max(v) for v in late.values())
     if concurrent is not None:
-        rows.insert(0, ["benchmark 12 (1,000 concurrent DNS lookups)", ms(concurrent), "—"])
-    overall = max(max(v) for v in worst.values())
-    if concurrent is not None:
-        overall = max(overall, concurrent)
+        rows.insert(
+            0, ["benchmark 12 (concurrent DNS lookups)", ms(concurrent[0]), ms(concurrent[1])]
+        )
+        worst = max(worst, concurrent[0])
     return Section(
         14,
         "asyncio: the longest event-loop stall caused by kdisco",
-        ["during", "longest stall (worst round)", "longest stall (median round)"],
+        ["during", "longest step on the loop (a stall)", "longest ticker lateness"],
         rows,
-        targets=[Target("longest stall", "≤ 5 ms", ms(overall), overall <= 0.005)],
+        targets=[
+            Target("longest kdisco step on the loop", "≤ 5 ms", ms(worst), worst <= 0.005),
+            Target(
+                "ticker lateness, cold api lookups (GIL held by kdisco threads included)",
+                "≤ 5 ms",
+                ms(worst_late),
+                worst_late <= 0.005,
+            ),
+        ],
         notes=[
-            "A ticker task sleeps 1 ms at a time and records how late it wakes: a kdisco "
-            "callback that holds the loop, or a kdisco thread holding the GIL (an "
-            "informer parsing a list), both show as lateness.",
+            "Longest step: the longest single callback the loop ran (asyncio's "
+            "'Executing ... took'), timed by wrapping `asyncio.Handle._run`, worst of "
+            f"{rounds} rounds. Ticker lateness: how late a task sleeping 1 ms at a time "
+            "woke; under benchmark 12's load it is mostly queueing behind a thousand "
+            "lookups, in the cold lookups mostly an informer thread holding the GIL "
+            "while it parses a list page.",
             "Each cold round builds a new AsyncDiscoverer (in a worker thread, as "
             "`kdisco.aio` does for its default) and makes one lookup: credentials, "
             "connection, the first list (watch cache) or GET + paged LIST (direct).",

@@ -8,6 +8,8 @@ Cluster DNS first, then the kubelet's service variables, then the Kubernetes API
 typed endpoints; one error tree rooted at ``DiscoveryError``.
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from ._attempts import Attempt, Outcome
 from ._deadline import Deadline
 from ._discoverer import (
@@ -39,11 +41,37 @@ from ._strategies.base import Miss, Strategy
 from ._strategies.registry import StrategyFactory
 from ._watch import Watch
 
+if _TYPE_CHECKING:
+    from ._balancer import Balancer, EndpointHealth, OutlierPolicy, Pick
+    from ._pickers import (
+        LeastResponseTime,
+        Picker,
+        PowerOfTwo,
+        Random,
+        RendezvousHash,
+        RoundRobin,
+    )
+
+#: Loaded on first use: most processes never balance, and these cost ~30 ms to import.
+_LAZY = {
+    "Balancer": "._balancer",
+    "EndpointHealth": "._balancer",
+    "OutlierPolicy": "._balancer",
+    "Pick": "._balancer",
+    "LeastResponseTime": "._pickers",
+    "Picker": "._pickers",
+    "PowerOfTwo": "._pickers",
+    "Random": "._pickers",
+    "RendezvousHash": "._pickers",
+    "RoundRobin": "._pickers",
+}
+
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AccessDenied",
     "Attempt",
+    "Balancer",
     "CachePolicy",
     "ConfigurationError",
     "Deadline",
@@ -52,16 +80,25 @@ __all__ = [
     "DiscoveryTimeout",
     "DiscoveryUnavailable",
     "Endpoint",
+    "EndpointHealth",
     "Freshness",
     "InvalidServiceName",
+    "LeastResponseTime",
     "Miss",
     "NoReadyEndpoints",
     "Notifier",
     "Outcome",
+    "OutlierPolicy",
+    "Pick",
+    "Picker",
     "PortNotFound",
+    "PowerOfTwo",
     "Query",
+    "Random",
+    "RendezvousHash",
     "Resolution",
     "RetryPolicy",
+    "RoundRobin",
     "ServiceKind",
     "ServiceNotFound",
     "ServicePort",
@@ -82,7 +119,24 @@ __all__ = [
 # Public classes live in private modules; present them as ``kdisco.X`` in tracebacks,
 # reprs and docs, which is where users import them from (pickle finds them here too).
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)
     if isinstance(_obj, type):
         _obj.__module__ = __name__
 del _name, _obj
+
+
+def __getattr__(name: str) -> object:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    obj: object = getattr(importlib.import_module(where, __name__), name)
+    if isinstance(obj, type):
+        obj.__module__ = __name__
+    globals()[name] = obj
+    return obj
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

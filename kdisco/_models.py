@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -108,6 +108,19 @@ class Endpoint:
         """``host:port`` (IPv6 bracketed), or just the host when the port is unknown."""
         host = f"[{self.host}]" if self.is_ipv6 else self.host
         return host if self.port is None else f"{host}:{self.port}"
+
+
+def distinct(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
+    """Each (host, port) once, the first seen kept (an address listed twice, by two
+    EndpointSlices or two SRV records, is one endpoint)."""
+    seen: set[tuple[str, int | None]] = set()
+    out: list[Endpoint] = []
+    for ep in endpoints:
+        ident = (ep.host, ep.port)
+        if ident not in seen:
+            seen.add(ident)
+            out.append(ep)
+    return tuple(out)
 
 
 @attrs.frozen(kw_only=True)

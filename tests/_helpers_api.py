@@ -508,3 +508,312 @@ class FakeNamespace:
 
 
 SERVICE_LABEL = "kubernetes.io/service-name"
+
+
+# -- TLS: a CA, server and client certificates, and an https FakeApiServer ----------------
+
+
+@attrs.frozen
+class Certs:
+    """PEM files of a throwaway CA, a server certificate it signed (for ``server_names``)
+    and a client certificate (CN ``dev``) it signed."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_certs(
+    directory: Path, server_names: tuple[str, ...] = ("localhost", "127.0.0.1")
+) -> Certs:
+    """Certificates made with ``cryptography``; each name that parses as an IP address
+    becomes an IP SAN, the others DNS SANs."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return path
+
+    def write_cert(cert: x509.Certificate, path: Path) -> Path:
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("kdisco-test-ca"))
+        .issuer_name(name("kdisco-test-ca"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(
+        common: str, sans: list[x509.GeneralName], usage: x509.ObjectIdentifier
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(common))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return builder.sign(ca_key, hashes.SHA256()), key
+
+    sans: list[x509.GeneralName] = []
+    for entry in server_names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(entry)))
+        except ValueError:
+            sans.append(x509.DNSName(entry))
+    server_cert, server_key = leaf("kube-apiserver", sans, ExtendedKeyUsageOID.SERVER_AUTH)
+    client_cert, client_key = leaf("dev", [], ExtendedKeyUsageOID.CLIENT_AUTH)
+    directory.mkdir(parents=True, exist_ok=True)
+    return Certs(
+        ca=write_cert(ca_cert, directory / "ca.crt"),
+        server_cert=write_cert(server_cert, directory / "server.crt"),
+        server_key=write_key(server_key, directory / "server.key"),
+        client_cert=write_cert(client_cert, directory / "client.crt"),
+        client_key=write_key(client_key, directory / "client.key"),
+    )
+
+
+@contextmanager
+def tls_apiserver(certs: Certs, *, client_certs: bool = False) -> Iterator[FakeApiServer]:
+    """A FakeApiServer behind TLS with ``certs``' server certificate; with
+    ``client_certs`` it refuses clients without a certificate from the CA. Its
+    ``url`` still says http: use ``https_url``."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    if client_certs:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(certs.ca)
+    server = FakeApiServer()
+    httpd = server._httpd
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def https_url(server: FakeApiServer, host: str = "127.0.0.1") -> str:
+    return server.url.replace("http://127.0.0.1", f"https://{host}", 1)
+
+
+def write_tls_kubeconfig(
+    path: Path,
+    server: str,
+    certs: Certs,
+    *,
+    token: str = "kubeconfig-token",
+    tls_server_name: str | None = None,
+    proxy_url: str | None = None,
+) -> Path:
+    """A kubeconfig that trusts ``certs.ca`` and logs in with the client certificate
+    and a token (all given as base64 data, as ``kind`` and cloud kubeconfigs do)."""
+    import base64
+
+    def data(file: Path) -> str:
+        return base64.b64encode(file.read_bytes()).decode()
+
+    extra = ""
+    if tls_server_name:
+        extra += f"    tls-server-name: {tls_server_name}\n"
+    if proxy_url:
+        extra += f"    proxy-url: {proxy_url}\n"
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster:
+    server: {server}
+    certificate-authority-data: {data(certs.ca)}
+{extra}contexts:
+- name: lab
+  context:
+    cluster: lab
+    user: dev
+    namespace: billing
+current-context: lab
+users:
+- name: dev
+  user:
+    token: {token}
+    client-certificate-data: {data(certs.client_cert)}
+    client-key-data: {data(certs.client_key)}
+"""
+    )
+    return path
+
+
+# -- a server that never finishes a response -----------------------------------------------
+
+
+class TrickleServer:
+    """Answers every GET with a 200 whose body never ends: ``{`` and then one space
+    every ``every`` seconds (or nothing at all, with ``every=None``). Counts the
+    connections it accepted and those the client closed (seen when a write fails or
+    a read finds the end)."""
+
+    def __init__(self, every: float | None = 0.05) -> None:
+        import socket
+
+        self.every = every
+        self.accepted = 0
+        self.closed_by_client = 0
+        self.bytes_sent = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        self._threads: list[threading.Thread] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def __enter__(self) -> TrickleServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._thread.join()
+        for thread in self._threads:
+            thread.join()
+        self._sock.close()
+
+    def all_closed(self) -> bool:
+        with self._lock:
+            return self.accepted > 0 and self.closed_by_client == self.accepted
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            with self._lock:
+                self.accepted += 1
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: Any) -> None:
+        import select
+
+        with conn:
+            conn.settimeout(1.0)
+            request = b""
+            try:
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    request += chunk
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 1000000\r\n\r\n{"
+                )
+                while not self._stopping.is_set():
+                    # The client going away shows as readable with nothing to read.
+                    readable, _, _ = select.select([conn], [], [], self.every or 0.02)
+                    if readable and not conn.recv(1):
+                        raise ConnectionResetError
+                    if self.every is not None:
+                        conn.sendall(b" ")
+                        with self._lock:
+                            self.bytes_sent += 1
+            except OSError:
+                with self._lock:
+                    self.closed_by_client += 1
+
+
+# -- big Services, for loop-stall measurements ----------------------------------------------
+
+
+def big_slices(
+    service: str, *, slices: int = 100, per_slice: int = 100, namespace: str = "billing"
+) -> list[Json]:
+    """``slices`` EndpointSlices of ``per_slice`` ready endpoints each, shaped like the
+    EndpointSlice controller's (targetRef, node, zone, all three conditions)."""
+    out = []
+    for i in range(slices):
+        hosts = [f"10.{i // 256}.{i % 256}.{j}" for j in range(per_slice)]
+        sl = eps_slice(f"{service}-{i:04d}", service, hosts, namespace=namespace)
+        for ep in sl["endpoints"]:
+            ep["targetRef"] = {"kind": "Pod", "name": f"{service}-{ep['addresses'][0]}"}
+            ep["conditions"] = {"ready": True, "serving": True, "terminating": False}
+        out.append(sl)
+    return out
+
+
+def slow_lists(ns: FakeNamespace, resource: str, seconds: float) -> threading.Event:
+    """Every list (not watch) of ``resource`` in ``ns`` answers ``seconds`` late, or
+    as soon as the returned event is set."""
+    path = services_path(ns.namespace) if resource == "services" else slices_path(ns.namespace)
+    release = threading.Event()
+
+    def handler(request: Request) -> Reply | Stream:
+        if "watch" not in request.query:
+            release.wait(seconds)
+        return ns._handle(resource, request)
+
+    ns.server.route(path, handler)
+    return release

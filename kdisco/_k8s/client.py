@@ -14,6 +14,10 @@ trickles its headers or body would hold a caller far past its deadline. Every
 request is armed with a cut-off instead: one process-wide thread (``_Reaper``) shuts
 the request's socket down when the deadline passes, whether it is still waiting
 for headers or reading the body. No thread per request.
+
+A ``KubeClient`` also keeps what its connections are made of (``TlsSettings``, a
+proxy, whether its headers can block), so that ``aioclient.AsyncKubeClient`` talks
+to the same server in the same way; the error mapping below serves both.
 """
 
 from __future__ import annotations
@@ -23,15 +27,18 @@ import heapq
 import itertools
 import json
 import os
+import re
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import attrs
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -249,6 +256,41 @@ class TokenFile:
             return self._token
 
 
+@attrs.frozen(kw_only=True)
+class TlsSettings:
+    """How connections to an https API server are verified and authenticated: the
+    material the sync pool was given, kept so the asyncio client can use the same."""
+
+    ca_file: str | None = None
+    ca_data: str | bytes | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify: bool = True
+    #: False when a kubeconfig turns hostname checking off (``assert_hostname``).
+    check_hostname: bool = True
+    #: The name the server's certificate is checked against, and sent as SNI, when it
+    #: is not the URL's host (a kubeconfig's ``tls-server-name``).
+    server_name: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """An SSLContext as urllib3 builds one for these settings. Reads files (and
+        may load the system's CAs): call it off the event loop."""
+        from urllib3.util.ssl_ import create_urllib3_context
+
+        context = create_urllib3_context(
+            cert_reqs=ssl.CERT_REQUIRED if self.verify else ssl.CERT_NONE
+        )
+        if not (self.verify and self.check_hostname):
+            context.check_hostname = False
+        if self.ca_file or self.ca_data:
+            context.load_verify_locations(cafile=self.ca_file, cadata=self.ca_data)
+        elif self.verify:
+            context.load_default_certs()
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
 class KubeClient:
     """One API server: its base URL, a connection pool, and how to authenticate."""
 
@@ -259,11 +301,26 @@ class KubeClient:
         headers: Headers | None = None,
         *,
         describe: str = "",
+        tls: TlsSettings | None = None,
+        proxy: str | None = None,
+        proxy_headers: Mapping[str, str] | None = None,
+        headers_may_block: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._pool = _with_cutoffs(pool)
         self._headers = headers
         self.describe = describe or self.base_url
+        #: What the pool verifies https connections with (urllib3's defaults if None).
+        self.tls = tls if tls is not None else TlsSettings()
+        #: The proxy the pool goes through (a kubeconfig's proxy-url, or the
+        #: environment's proxy variables as the kubernetes package reads them).
+        self.proxy = proxy
+        self.proxy_headers = proxy_headers
+        #: Whether computing the headers can block: a kubeconfig's token can be
+        #: refreshed by its exec plugin or auth provider inside ``headers()``.
+        self.headers_may_block = headers_may_block
+        self._ssl_lock = threading.Lock()
+        self._ssl_context: ssl.SSLContext | None = None
 
     def __repr__(self) -> str:
         return f"KubeClient({self.describe})"
@@ -292,7 +349,13 @@ class KubeClient:
         # kdisco retries with its own backoff inside the caller's deadline; urllib3's
         # own retries would spend that deadline invisibly.
         pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(ca), retries=False)
-        return cls(f"https://{host}:{port}", pool, headers, describe="in-cluster")
+        return cls(
+            f"https://{host}:{port}",
+            pool,
+            headers,
+            describe="in-cluster",
+            tls=TlsSettings(ca_file=str(ca)),
+        )
 
     @classmethod
     def from_kubeconfig(cls, paths: Sequence[str], context: str | None) -> KubeClient:
@@ -320,6 +383,17 @@ class KubeClient:
             ) from None
         cfg.retries = False
         pool = rest.RESTClientObject(cfg).pool_manager
+        # What RESTClientObject just built the pool from, for the asyncio client.
+        tls = TlsSettings(
+            ca_file=cfg.ssl_ca_cert,
+            ca_data=cfg.ca_cert_data,
+            cert_file=cfg.cert_file,
+            key_file=cfg.key_file,
+            verify=bool(cfg.verify_ssl),
+            check_hostname=cfg.assert_hostname is not False,
+            server_name=cfg.tls_server_name or None,
+        )
+        proxied = bool(cfg.proxy) and not rest.should_bypass_proxies(cfg.host, cfg.no_proxy or "")
 
         def headers() -> Mapping[str, str]:
             found: dict[str, str] = {}
@@ -332,7 +406,26 @@ class KubeClient:
         where = f"kubeconfig {joined}" + (f" context {context}" if context else "")
         if str(cfg.host).startswith("http://") and headers():
             _warn_plain_http(where, str(cfg.host))
-        return cls(cfg.host, pool, headers, describe=where)
+        return cls(
+            cfg.host,
+            pool,
+            headers,
+            describe=where,
+            tls=tls,
+            proxy=cfg.proxy if proxied else None,
+            proxy_headers=cfg.proxy_headers if proxied else None,
+            # The loader installs this hook for token users; it re-runs an exec plugin
+            # (or an auth provider's refresh) once the token has expired.
+            headers_may_block=cfg.refresh_api_key_hook is not None,
+        )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """``tls.context()``, built once (the asyncio client's; the sync pool makes its
+        own). Blocking: call it off the event loop."""
+        with self._ssl_lock:
+            if self._ssl_context is None:
+                self._ssl_context = self.tls.context()
+            return self._ssl_context
 
     def close(self) -> None:
         """Close every pooled connection now. (``PoolManager.clear()`` only forgets
@@ -359,14 +452,10 @@ class KubeClient:
         The caller reads (or streams) the body and must ``release_conn()`` it. Call it
         inside ``cutoff_after`` to bound it in total.
         """
-        url = self.base_url + path + ("?" + urlencode(query) if query else "")
-        headers = {"Accept": "application/json"}
-        if self._headers is not None:
-            headers.update(self._headers())
         return self._pool.request(
             "GET",
-            url,
-            headers=headers,
+            self.url(path, query),
+            headers=self.request_headers(),
             preload_content=False,
             redirect=False,
             retries=False,
@@ -374,6 +463,16 @@ class KubeClient:
                 connect=max(MIN_TIMEOUT, connect_timeout), read=max(MIN_TIMEOUT, read_timeout)
             ),
         )
+
+    def url(self, path: str, query: Sequence[tuple[str, str]] = ()) -> str:
+        return self.base_url + path + ("?" + urlencode(query) if query else "")
+
+    def request_headers(self) -> dict[str, str]:
+        """Every request's headers, credentials included (see ``headers_may_block``)."""
+        headers = {"Accept": "application/json"}
+        if self._headers is not None:
+            headers.update(self._headers())
+        return headers
 
     def get_json(
         self, path: str, query: Sequence[tuple[str, str]], deadline: Deadline, what: What
@@ -383,36 +482,34 @@ class KubeClient:
         Raises ``AccessDenied`` (401/403) or ``TransientError`` (anything else that
         went wrong, retried by the chain).
         """
+        body = self.get_body(path, query, deadline, what)
+        return None if body is None else parse_object(body, what)
+
+    def get_body(
+        self, path: str, query: Sequence[tuple[str, str]], deadline: Deadline, what: What
+    ) -> bytes | None:
+        """``get_json`` before the parsing: the body of a 2xx response."""
         remaining = deadline.remaining()
         if remaining <= 0:
-            raise TransientError(f"no time left to {what[0]} {what[1]}")
+            raise no_time_left(what)
         with cutoff_after(remaining) as cut:
             try:
                 response = self.open(path, query, connect_timeout=remaining, read_timeout=remaining)
                 try:
-                    body = response.data
+                    body: bytes = response.data
                 finally:
                     response.release_conn()
             except (ConfigurationError, AccessDenied):
                 raise
             except Exception as exc:
                 if cut.fired:
-                    raise TransientError(
-                        f"{what[0]} {what[1]}: no complete response before the deadline"
-                    ) from exc
-                # Connection refused/reset, timeouts, TLS handshakes cut short.
-                raise TransientError(f"{what[0]} {what[1]}: {type(exc).__name__}: {exc}") from exc
+                    raise deadline_passed(what) from exc
+                raise request_failed(what, exc) from exc
         if cut.fired or deadline.expired():
-            raise TransientError(f"{what[0]} {what[1]}: no complete response before the deadline")
+            raise deadline_passed(what)
         if raise_for_status(response.status, body, what):
             return None
-        try:
-            parsed = json.loads(body)
-        except ValueError as exc:
-            raise TransientError(f"{what[0]} {what[1]}: response is not JSON: {exc}") from exc
-        if not isinstance(parsed, dict):
-            raise TransientError(f"{what[0]} {what[1]}: response is not a JSON object")
-        return parsed
+        return body
 
 
 _plain_http_warned: set[str] = set()
@@ -444,13 +541,135 @@ def pages(fetch: Callable[[str | None], Json | None]) -> Iterator[Json]:
         if page is None:
             return
         yield page
-        meta = page.get("metadata")
-        token = meta.get("continue") if isinstance(meta, dict) else None
-        if not token or not isinstance(token, str):
+        token = continue_token(page)
+        if token is None:
             return
 
 
+def continue_token(page: Json) -> str | None:
+    """The token that asks for the page after ``page``; None when it was the last.
+    (The paging rule, sans I/O: ``pages`` and the direct reads of the ``api``
+    strategy, sync and async, all follow it.)"""
+    meta = page.get("metadata")
+    token = meta.get("continue") if isinstance(meta, dict) else None
+    return token if token and isinstance(token, str) else None
+
+
 # -- errors -----------------------------------------------------------------------------
+
+
+def no_time_left(what: What) -> TransientError:
+    return TransientError(f"no time left to {what[0]} {what[1]}")
+
+
+def deadline_passed(what: What) -> TransientError:
+    """The request was cut off (headers or body still coming) when the deadline passed."""
+    return TransientError(f"{what[0]} {what[1]}: no complete response before the deadline")
+
+
+def request_failed(what: What, exc: BaseException) -> TransientError:
+    # Connection refused/reset, timeouts, TLS handshakes cut short.
+    return TransientError(f"{what[0]} {what[1]}: {type(exc).__name__}: {exc}")
+
+
+def parse_object(body: bytes, what: What) -> Json:
+    """A 2xx body as a JSON object; TransientError when it is not one."""
+    try:
+        parsed = json.loads(body)
+    except ValueError as exc:
+        raise not_json(what, exc) from exc
+    if not isinstance(parsed, dict):
+        raise TransientError(f"{what[0]} {what[1]}: response is not a JSON object")
+    return parsed
+
+
+def not_json(what: What, exc: ValueError) -> TransientError:
+    return TransientError(f"{what[0]} {what[1]}: response is not JSON: {exc}")
+
+
+def parse_list(body: bytes, what: What) -> Generator[None, None, Json]:
+    """``parse_object`` for a LIST response, in steps (``loads_in_steps``)."""
+    try:
+        parsed = yield from loads_in_steps(body)
+    except ValueError as exc:
+        raise not_json(what, exc) from exc
+    if not isinstance(parsed, dict):
+        raise TransientError(f"{what[0]} {what[1]}: response is not a JSON object")
+    return parsed
+
+
+_decode = json.JSONDecoder().raw_decode
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip(text: str, i: int) -> int:
+    """The index of the first character at or after ``i`` that is not JSON space."""
+    found = _SPACE.match(text, i)
+    assert found is not None  # (``*``: it always matches)
+    return found.end()
+
+
+def loads_in_steps(body: bytes) -> Generator[None, None, Any]:
+    """``json.loads(body)`` one list item at a time: it pauses (yields None) after
+    each of a top-level object's ``items``. ``objects.finish`` runs it through.
+
+    One ``json.loads`` of a big LIST response is one C call: 2 MB (100 EndpointSlices
+    of 100 endpoints) hold the GIL for ~30 ms, and every other thread, an event
+    loop's included, stops that long. Item by item, the GIL can pass between items
+    (an informer thread), and an asyncio caller lets the loop run at each pause. The
+    result, and every error, is json.loads' own: values are parsed by its decoder;
+    only the object and list around the items are walked here.
+    """
+    text = body.decode(json.detect_encoding(body), "surrogatepass")
+    i = _skip(text, 0)
+    if text[i : i + 1] != "{":
+        value, i = _decode(text, i)
+        return _end(text, value, i)
+    obj: Json = {}
+    i = _skip(text, i + 1)
+    if text[i : i + 1] == "}":
+        return _end(text, obj, i + 1)
+    while True:
+        if text[i : i + 1] != '"':
+            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, i)
+        key, i = _decode(text, i)
+        i = _skip(text, i)
+        if text[i : i + 1] != ":":
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, i)
+        i = _skip(text, i + 1)
+        if key == "items" and text[i : i + 1] == "[":
+            items: list[Any] = []
+            i = _skip(text, i + 1)
+            if text[i : i + 1] == "]":
+                i += 1
+            else:
+                while True:
+                    item, i = _decode(text, i)
+                    items.append(item)
+                    yield
+                    i = _skip(text, i)
+                    if text[i : i + 1] == "]":
+                        i += 1
+                        break
+                    if text[i : i + 1] != ",":
+                        raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+                    i = _skip(text, i + 1)
+            obj[key] = items
+        else:
+            obj[key], i = _decode(text, i)
+        i = _skip(text, i)
+        if text[i : i + 1] == "}":
+            return _end(text, obj, i + 1)
+        if text[i : i + 1] != ",":
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+        i = _skip(text, i + 1)
+
+
+def _end(text: str, value: Any, i: int) -> Any:
+    i = _skip(text, i)
+    if i != len(text):
+        raise json.JSONDecodeError("Extra data", text, i)
+    return value
 
 
 def raise_for_status(status: int, body: bytes, what: What) -> bool:

@@ -21,6 +21,11 @@ Reads are raw JSON; watch lines are parsed one by one. A client-side read timeou
 bounds every read, so a watch that went silent (a dropped connection nobody closed)
 is noticed and re-opened. ``stop()`` fires the cut-off of a blocked request (waiting
 for headers or reading a body), so it returns at once.
+
+The informers are threads for sync and asyncio callers alike. An asyncio caller
+never waits on them by blocking: ``NamespaceCache.on_ready`` calls it back from the
+informer's thread when a first list is done (``alookup``), and ``astop`` polls for
+the threads' end instead of joining them.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import attrs
@@ -53,6 +58,7 @@ from .client import (
     Json,
     KubeClient,
     cutoff_after,
+    loads_in_steps,
     pages,
     raise_for_status,
     status_message,
@@ -62,9 +68,10 @@ from .objects import (
     MalformedObject,
     ServiceInfo,
     SliceInfo,
+    finish,
     list_items,
     object_name,
-    resolve_info,
+    resolve_steps,
     services_path,
     slices_path,
 )
@@ -135,6 +142,9 @@ class NamespaceCache:
         self._bad_slices: dict[str, tuple[str, str]] = {}
         #: A fresh number each time both informers are synced; -1 while not.
         self.epoch = -1
+        self._stopped = False
+        #: Called once the cache is ready (see ``on_ready``).
+        self._waiters: list[Callable[[], None]] = []
         self._informers = (
             _Informer(self, "services", client, policy, clock),
             _Informer(self, "endpointslices", client, policy, clock),
@@ -143,6 +153,16 @@ class NamespaceCache:
     def start(self) -> None:
         for informer in self._informers:
             informer.start()
+
+    def stop(self) -> None:
+        """Tell both informers to stop (cutting their requests); does not wait."""
+        with self._ready:
+            self._stopped = True
+            self._ready.notify_all()
+            waiters = self._take_waiters()
+        for informer in self._informers:
+            informer.stop()
+        _call_all(waiters)
 
     @property
     def threads(self) -> tuple[_Informer, ...]:
@@ -164,16 +184,47 @@ class NamespaceCache:
 
     # -- reading -------------------------------------------------------------------
 
+    def _ready_now(self) -> bool:
+        """Synced, or every informer has tried (and failed), or stopped: waiting for a
+        first list any longer would be in vain. Caller holds the lock."""
+        return self.epoch >= 0 or self._stopped or all(i.tried for i in self._informers)
+
     def wait_synced(self, timeout: float) -> bool:
         """Wait for the first list, unless every informer has already tried and failed."""
         with self._ready:
-            self._ready.wait_for(
-                lambda: self.epoch >= 0 or all(i.tried for i in self._informers), timeout
-            )
+            self._ready.wait_for(self._ready_now, timeout)
             return self.epoch >= 0
+
+    def on_ready(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """``wait_synced`` for the event loop: call ``callback`` once the wait is over
+        (at once if it is), from the thread that ends it. Returns a function that
+        withdraws the callback if it has not been called."""
+        with self._ready:
+            if not self._ready_now():
+                self._waiters.append(callback)
+                return lambda: self._withdraw(callback)
+        callback()
+        return _nothing
+
+    def _withdraw(self, callback: Callable[[], None]) -> None:
+        with self._ready:
+            if callback in self._waiters:
+                self._waiters.remove(callback)
+
+    def _take_waiters(self) -> list[Callable[[], None]]:
+        # Caller holds the lock; the waiters are called after it is released.
+        if not self._waiters or not self._ready_now():
+            return []
+        waiters, self._waiters = self._waiters, []
+        return waiters
 
     def resolve(self, query: Query) -> Resolution | Miss | None:
         """The answer from memory, or None when the cache is not synced."""
+        return finish(self.resolving(query))
+
+    def resolving(self, query: Query) -> Generator[None, None, Resolution | Miss | None]:
+        """``resolve`` in steps (``objects.resolve_steps``): for the event loop, which
+        runs at each pause while a big Service is merged."""
         name = query.service.name
         with self._lock:
             epoch = self.epoch
@@ -194,7 +245,7 @@ class NamespaceCache:
                 Outcome.NOT_FOUND,
                 f"the API has no Service {name!r} in namespace {self.namespace!r} (watch cache)",
             )
-        result = resolve_info(query, info, lambda: slices)
+        result = yield from resolve_steps(query, info, lambda: slices)
         if isinstance(result, Resolution):
             result = attrs.evolve(
                 result,
@@ -354,6 +405,8 @@ class NamespaceCache:
             if regained:
                 self.epoch = next(self._counter)
             self._ready.notify_all()
+            waiters = self._take_waiters()
+        _call_all(waiters)
         if regained:
             # Watchers holding answers read directly meanwhile can switch back to memory.
             self._notifier.publish(self.namespace)
@@ -363,8 +416,20 @@ class NamespaceCache:
             was = self.epoch
             self.epoch = -1
             self._ready.notify_all()
+            # A failed first list (``tried``) ends the wait too.
+            waiters = self._take_waiters()
+        _call_all(waiters)
         if was >= 0:
             self._notifier.publish(self.namespace)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _call_all(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        callback()
 
 
 class _Informer(threading.Thread):
@@ -551,7 +616,9 @@ class _Informer(threading.Thread):
                     raise
             if self._stopping.is_set():
                 raise _Stopped
-            page = json.loads(body)
+            # Item by item, so that the GIL passes to other threads (an event loop's)
+            # between items, not only after a whole page.
+            page = finish(loads_in_steps(body))
         except ValueError as exc:
             raise TransientError(f"list {self.resource}: response is not JSON") from exc
         finally:
@@ -784,6 +851,19 @@ class WatchCache:
             cache.wait_synced(deadline.remaining() * self.policy.sync_wait)
         return cache.resolve(query)
 
+    async def alookup(self, query: Query, deadline: Deadline) -> Resolution | Miss | None:
+        """``lookup`` for the event loop: the wait for a first list does not block it,
+        and the answer is built from memory on the loop in steps (no I/O; the lock is
+        held only to copy what the answer needs)."""
+        cache = self.namespace(query.service.namespace)
+        if cache is None:
+            return None
+        from .aioclient import run_steps, wait_for_callback
+
+        if not cache.synced:
+            await wait_for_callback(cache.on_ready, deadline.remaining() * self.policy.sync_wait)
+        return await run_steps(cache.resolving(query))
+
     def problem(self, namespace: str) -> str | None:
         cache = self._namespaces.get(namespace)
         return None if cache is None else cache.problem
@@ -793,14 +873,29 @@ class WatchCache:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every thread; ``timeout`` bounds the whole stop, not each thread."""
+        caches = self._signal_stop()
+        join_all([t for c in caches for t in c.threads], timeout)
+        self._after_stop(caches)
+
+    async def astop(self, timeout: float = 5.0) -> None:
+        """``stop`` for the event loop: the threads' end is awaited, not joined."""
+        from .aioclient import threads_ended
+
+        caches = self._signal_stop()
+        await threads_ended([t for c in caches for t in c.threads], timeout)
+        self._after_stop(caches)
+
+    def _signal_stop(self) -> list[NamespaceCache]:
+        """Close the cache to new namespaces and tell every informer to stop."""
         with self._lock:
             self._closed = True
             caches = list(self._namespaces.values())
             self._namespaces.clear()
         for cache in caches:
-            for informer in cache.threads:
-                informer.stop()
-        join_all([t for c in caches for t in c.threads], timeout)
+            cache.stop()
+        return caches
+
+    def _after_stop(self, caches: list[NamespaceCache]) -> None:
         for cache in caches:
             cache.set_unsynced()
         self._notifier.publish_all()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Generator, Iterable
+from typing import Any, TypeVar
 
 import attrs
 
@@ -307,6 +307,53 @@ def resolve_info(
 
     ``get_slices`` is called only when the answer needs them (a headless Service).
     """
+    return finish(resolve_steps(query, info, get_slices))
+
+
+#: Endpoints merged between two pauses of ``resolve_steps`` (about a millisecond).
+MERGE_STEP = 2000
+
+_T = TypeVar("_T")
+
+
+def resolve_steps(
+    query: Query, info: ServiceInfo, get_slices: Callable[[], list[SliceInfo]]
+) -> Generator[None, None, Resolution | Miss]:
+    """``resolve_info`` in steps: it pauses (yields None) every ``MERGE_STEP``
+    endpoints merged, so that an asyncio caller can let the event loop run while a
+    Service of 10,000 endpoints is merged. ``finish`` runs it without pausing."""
+    early = answer_without_slices(query, info)
+    if early is not None:
+        return early
+    slices = get_slices()
+    merge = SliceMerge(chosen_port(query, info))
+    since = 0
+    for sl in merge_order(slices):
+        merge.add(sl)
+        since += len(sl)
+        if since >= MERGE_STEP:
+            since = 0
+            yield
+    return answer_from_merged(query, info, merge.endpoints(), len(slices))
+
+
+def finish(steps: Generator[None, None, _T]) -> _T:
+    """Run a computation that pauses (``resolve_steps``) to its end, straight through."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: _T = done.value
+            return result
+
+
+def answer_without_slices(query: Query, info: ServiceInfo) -> Resolution | Miss | None:
+    """The answer when the Service alone gives it (ClusterIP, ExternalName, a port it
+    does not declare); None when it takes the slices (a headless Service).
+
+    A reader that must fetch the slices first (the direct reads) asks this whether
+    to, so that the rule is written once.
+    """
     service = query.service
     ports = info.ports
     chosen, ok = choose_port(ports, query.port)
@@ -346,19 +393,31 @@ def resolve_info(
             port=chosen,
             source="api",
         )
+    return None
 
-    slices = get_slices()
-    everything = merge_slices(slices, chosen)
+
+def chosen_port(query: Query, info: ServiceInfo) -> ServicePort | None:
+    """The Service port a query reads (None: the Service declares none)."""
+    return choose_port(info.ports, query.port)[0]
+
+
+def answer_from_merged(
+    query: Query, info: ServiceInfo, everything: tuple[Endpoint, ...], slice_count: int
+) -> Resolution | Miss:
+    """A headless Service's answer from its slices, merged (``SliceMerge``), when
+    ``answer_without_slices`` gave None."""
+    service = query.service
+    chosen = chosen_port(query, info)
     if query.include_not_ready or info.publish_not_ready:
         endpoints = everything
     else:
         endpoints = tuple(ep for ep in everything if ep.ready)
     if not endpoints:
         detail = (
-            f"{len(everything)} endpoints in {len(slices)} EndpointSlices, none ready"
+            f"{len(everything)} endpoints in {slice_count} EndpointSlices, none ready"
             if everything
-            else f"{len(slices)} EndpointSlices with no endpoints"
-            if slices
+            else f"{slice_count} EndpointSlices with no endpoints"
+            if slice_count
             else "no EndpointSlices"
         )
         return Miss(Outcome.NO_READY_ENDPOINTS, f"headless Service {service}: {detail}")
@@ -366,7 +425,7 @@ def resolve_info(
         service=service,
         kind=ServiceKind.HEADLESS,
         endpoints=endpoints,
-        ports=ports,
+        ports=info.ports,
         port=chosen,
         source="api",
     )
@@ -389,20 +448,43 @@ def merge_slices(slices: Iterable[SliceInfo], chosen: ServicePort | None) -> tup
     port to its endpoints), so its endpoints are left out; a slice without ports, or
     with the port's number unset, gives endpoints whose port is unknown (None).
     """
-    wanted_name = (chosen.name or "") if chosen else None
-    merged: dict[tuple[str, int | None], Endpoint] = {}
-    for sl in sorted(slices, key=lambda s: s.name):
+    merge = SliceMerge(chosen)
+    for sl in merge_order(slices):
+        merge.add(sl)
+    return merge.endpoints()
+
+
+def merge_order(slices: Iterable[SliceInfo]) -> list[SliceInfo]:
+    """The order slices are merged in (by name: the same answer whatever order the
+    API listed them in)."""
+    return sorted(slices, key=lambda s: s.name)
+
+
+class SliceMerge:
+    """``merge_slices`` one slice at a time (in ``merge_order``), so that an asyncio
+    caller can let the event loop run between slices of a big Service."""
+
+    __slots__ = ("_merged", "_wanted_name")
+
+    def __init__(self, chosen: ServicePort | None) -> None:
+        self._wanted_name = (chosen.name or "") if chosen else None
+        self._merged: dict[tuple[str, int | None], Endpoint] = {}
+
+    def add(self, sl: SliceInfo) -> None:
         if sl.address_type == "FQDN":
-            continue  # deprecated, and never written by the controller
-        serves, port = sl.port_for(wanted_name)
+            return  # deprecated, and never written by the controller
+        serves, port = sl.port_for(self._wanted_name)
         if not serves:
-            continue
+            return
+        merged = self._merged
         for ep in sl.endpoints(port):
             key = (ep.host, port)
             old = merged.get(key)
             if old is None or (ep.ready and not old.ready):
                 merged[key] = ep
-    return tuple(merged.values())
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(self._merged.values())
 
 
 #: Endpoint's fields in order, and the slot setters the ingest loop fills them with.

@@ -1,29 +1,35 @@
 """The ``api`` strategy: the Service and its EndpointSlices from kube-apiserver.
 
 All talking to the API is in ``kdisco._k8s``: ``client`` (credentials, transport,
-errors), ``objects`` (JSON → values) and ``informer`` (the shared watch cache).
-This module decides which of them to use for a lookup.
+errors), ``aioclient`` (the same on asyncio), ``objects`` (JSON → values) and
+``informer`` (the shared watch cache). This module decides which of them to use for
+a lookup. ``lookup`` and ``alookup`` make the same decisions: a direct read is one
+sans-I/O plan (``direct_read``) that each of them drives with its own client.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
 
 from kdisco._attempts import Outcome
 from kdisco._deadline import Clock, Deadline
 from kdisco._exceptions import TransientError
 from kdisco._forksafe import after_fork_in_child
-from kdisco._k8s.client import Json, KubeClient, pages
+from kdisco._k8s.client import KubeClient, What, continue_token, parse_list, parse_object
 from kdisco._k8s.informer import WatchCache
 from kdisco._k8s.objects import (
     SERVICE_NAME_LABEL,
     ServiceInfo,
     SliceInfo,
+    answer_without_slices,
     list_items,
-    resolve_info,
+    resolve_steps,
     service_path,
     slices_path,
 )
@@ -36,7 +42,21 @@ from kdisco._validation import as_policy
 
 from .base import Miss
 
+if TYPE_CHECKING:
+    from kdisco._k8s.aioclient import AsyncKubeClient, LoopClients
+
 _SLICE_PAGE = 500
+#: Slices per page for asyncio callers. A page is parsed on the event loop one slice
+#: at a time (``PAUSE`` between), but its body is read and decoded whole: 50 slices
+#: of 100 endpoints are ~1 MB, well under a millisecond of copying.
+ASYNC_SLICE_PAGE = 50
+#: What ``direct_read`` yields between slices: no request, a point where an asyncio
+#: driver lets the event loop run (the sync driver just goes on).
+PAUSE = None
+_CREDENTIALS_LATE = (
+    "loading the API credentials did not finish before the deadline "
+    "(a slow kubeconfig exec plugin?); it goes on in the background"
+)
 
 
 class ApiStrategy:
@@ -53,6 +73,10 @@ class ApiStrategy:
     ExternalName Services with the external name. Credentials: in-cluster (token
     re-read when the file changes) when ``KUBERNETES_SERVICE_HOST`` and the
     service-account directory are there, else the kubeconfig.
+
+    ``alookup`` and ``aclose`` are the same for asyncio callers, and never block the
+    event loop: waits on threads (credentials, a first list, the informers' end) are
+    awaited, and direct reads go through aiohttp, one session per event loop.
     """
 
     name = "api"
@@ -78,6 +102,7 @@ class ApiStrategy:
         self._lock = threading.Lock()
         self._client: KubeClient | None = None
         self._building: _Building | None = None
+        self._loop_clients: LoopClients | None = None
         self._not_applicable: str | None = None
         self._mode = "injected client" if client_factory else self._pick_mode()
         after_fork_in_child(self._after_fork)
@@ -131,18 +156,37 @@ class ApiStrategy:
         plugin, which may take any time: it runs in a thread of its own, and each
         caller waits for it only as long as its own deadline allows (no lock is held
         while waiting, so no caller waits on another's)."""
+        got = self._client_or_building()
+        if isinstance(got, KubeClient):
+            return got
+        remaining = None if deadline is None else deadline.remaining()
+        if not got.done.wait(remaining):
+            raise TransientError(_CREDENTIALS_LATE)
+        return self._built(got)
+
+    async def _aapi_client(self, deadline: Deadline) -> KubeClient:
+        """``_api_client`` for the event loop: the wait for the building thread is
+        awaited, within the deadline."""
+        got = self._client_or_building()
+        if isinstance(got, KubeClient):
+            return got
+        if not got.done.is_set():
+            from kdisco._k8s.aioclient import wait_for_callback
+
+            if not await wait_for_callback(got.on_done, deadline.remaining()):
+                raise TransientError(_CREDENTIALS_LATE)
+        return self._built(got)
+
+    def _client_or_building(self) -> KubeClient | _Building:
         with self._lock:
             if self._client is not None:
                 return self._client
-            building = self._building
-            if building is None:
-                building = self._building = _Building(self._build_client)
-        remaining = None if deadline is None else deadline.remaining()
-        if not building.done.wait(remaining):
-            raise TransientError(
-                "loading the API credentials did not finish before the deadline "
-                "(a slow kubeconfig exec plugin?); it goes on in the background"
-            )
+            if self._building is None:
+                self._building = _Building(self._build_client)
+            return self._building
+
+    def _built(self, building: _Building) -> KubeClient:
+        """The client ``building`` made (kept for every later caller), or its error."""
         with self._lock:
             if self._building is building:
                 self._building = None
@@ -160,19 +204,40 @@ class ApiStrategy:
         self._lock = threading.Lock()
         self._client = None
         self._building = None
+        # aiohttp sessions too: their loops, if any, are the parent's.
+        self._loop_clients = None
 
     @property
     def watch_cache(self) -> WatchCache | None:
         return self._watch
 
     def close(self) -> None:
-        """Stop every watch thread (blocked reads are cut off), then drop the client."""
+        """Stop every watch thread (blocked reads are cut off), then drop the client.
+        (asyncio sessions are closed on their own loops; from a coroutine, use
+        ``aclose``.)"""
         if self._watch is not None:
             self._watch.stop()
+        self._drop_clients()
+
+    async def aclose(self) -> None:
+        """``close`` for the event loop, which it never blocks: the informer threads
+        are told to stop and their end is awaited (within the same 5 s as ``close``),
+        then this loop's aiohttp session is closed (other loops' on their loops)."""
+        if self._watch is not None:
+            await self._watch.astop()
+        loop_clients = self._loop_clients
+        if loop_clients is not None:
+            await loop_clients.aclose()
+        self._drop_clients()
+
+    def _drop_clients(self) -> None:
         with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            client, self._client = self._client, None
+            loop_clients = self._loop_clients
+        if loop_clients is not None:
+            loop_clients.close()
+        if client is not None:
+            client.close()  # closes pooled sockets; nothing waits
 
     # -- the strategy ----------------------------------------------------------
 
@@ -187,28 +252,131 @@ class ApiStrategy:
         try:
             return self._direct(query, deadline)
         except TransientError as exc:
-            problem = self._watch.problem(query.service.namespace) or "first list not done"
-            raise TransientError(f"{exc}; watch cache not synced: {problem}") from exc
+            raise self._not_synced(query, exc) from exc
+
+    async def alookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        """``lookup`` for asyncio callers (same answers, same errors)."""
+        if self._not_applicable is not None:
+            return Miss(Outcome.NOT_APPLICABLE, self._not_applicable)
+        if self._watch is None:
+            return await self._adirect(query, deadline)
+        cached = await self._watch.alookup(query, deadline)
+        if cached is not None:
+            return cached
+        try:
+            return await self._adirect(query, deadline)
+        except TransientError as exc:
+            raise self._not_synced(query, exc) from exc
+
+    def _not_synced(self, query: Query, exc: TransientError) -> TransientError:
+        assert self._watch is not None
+        problem = self._watch.problem(query.service.namespace) or "first list not done"
+        return TransientError(f"{exc}; watch cache not synced: {problem}")
 
     def _direct(self, query: Query, deadline: Deadline) -> Resolution | Miss:
-        """GET the Service, then LIST its slices when headless."""
-        ns, name = query.service.namespace, query.service.name
+        """GET the Service, then LIST its slices when headless (``direct_read``)."""
         client = self._api_client(deadline)
-        svc = client.get_json(service_path(ns, name), (), deadline, ("get", "services", ns))
-        if svc is None:
-            return Miss(
-                Outcome.NOT_FOUND,
-                f"the API has no Service {name!r} in namespace {ns!r}",
-            )
-        info = ServiceInfo.from_json(svc)
-        prefer = info.slice_port_name(query.port)
-        return resolve_info(
-            query,
-            info,
-            lambda: [
-                SliceInfo.from_json(sl, prefer) for sl in _list_slices(client, query, deadline)
-            ],
-        )
+        plan = direct_read(query, _SLICE_PAGE)
+        try:
+            step = next(plan)
+            while True:
+                body = None
+                if step is not PAUSE:
+                    body = client.get_body(step.path, step.query, deadline, step.what)
+                step = plan.send(body)
+        except StopIteration as done:
+            answer: Resolution | Miss = done.value
+            return answer
+        finally:
+            plan.close()
+
+    async def _adirect(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        """``_direct`` on the loop: the same plan, aiohttp's requests, smaller pages,
+        and the loop runs at every ``PAUSE``."""
+        import asyncio
+
+        client = self._loop_client(await self._aapi_client(deadline))
+        plan = direct_read(query, ASYNC_SLICE_PAGE)
+        try:
+            step = next(plan)
+            while True:
+                body = None
+                if step is PAUSE:
+                    await asyncio.sleep(0)
+                else:
+                    body = await client.get_body(step.path, step.query, deadline, step.what)
+                step = plan.send(body)
+        except StopIteration as done:
+            answer: Resolution | Miss = done.value
+            return answer
+        finally:
+            plan.close()
+
+    def _loop_client(self, client: KubeClient) -> AsyncKubeClient:
+        from kdisco._k8s.aioclient import LoopClients
+
+        with self._lock:
+            if self._loop_clients is None:
+                self._loop_clients = LoopClients()
+            loop_clients = self._loop_clients
+        return loop_clients.get(client)
+
+
+@attrs.frozen
+class Get:
+    """One GET a direct read needs: the path, its query, and what it is for."""
+
+    path: str
+    query: tuple[tuple[str, str], ...]
+    what: What
+
+
+#: A direct read, sans I/O (see ``direct_read``).
+DirectRead = Generator[Get | None, bytes | None, Resolution | Miss]
+
+
+def direct_read(query: Query, page_size: int) -> DirectRead:
+    """A direct read, sans I/O: GET the Service, then LIST its slices (page by page)
+    only when the answer needs them (a headless Service).
+
+    Yields each request and is sent the body of its 2xx response (None for a 404).
+    Between chunks of work (each slice decoded, each slice parsed, every
+    ``MERGE_STEP`` endpoints merged) it yields ``PAUSE`` and is sent None back.
+    Returns the answer. ``ApiStrategy._direct`` drives it with the sync client,
+    ``_adirect`` with the asyncio one, so both make the same requests and decide the
+    same way.
+    """
+    ns, name = query.service.namespace, query.service.name
+    get = Get(service_path(ns, name), (), ("get", "services", ns))
+    body = yield get
+    if body is None:
+        return Miss(Outcome.NOT_FOUND, f"the API has no Service {name!r} in namespace {ns!r}")
+    info = ServiceInfo.from_json(parse_object(body, get.what))
+    early = answer_without_slices(query, info)
+    if early is not None:
+        return early
+    prefer = info.slice_port_name(query.port)
+    selector = (
+        ("labelSelector", f"{SERVICE_NAME_LABEL}={name}"),
+        ("limit", str(page_size)),
+    )
+    what = ("list", "endpointslices.discovery.k8s.io", ns)
+    slices: list[SliceInfo] = []
+    token: str | None = None
+    while True:
+        more = (("continue", token),) if token else ()
+        body = yield Get(slices_path(ns), selector + more, what)
+        if body is None:
+            break  # a missing namespace lists as 200 with no items; a 404 ends the list too
+        page = yield from parse_list(body, what)
+        for item in list_items(page, "EndpointSliceList"):
+            slices.append(SliceInfo.from_json(item, prefer))
+            yield PAUSE
+        token = continue_token(page)
+        if token is None:
+            break
+    # (resolve_steps pauses by yielding None: PAUSE.)
+    return (yield from resolve_steps(query, info, lambda: slices))
 
 
 class _Building:
@@ -219,7 +387,24 @@ class _Building:
         self.client: KubeClient | None = None
         self.error: BaseException | None = None
         self._build = build
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
         threading.Thread(target=self._run, name="kdisco-credentials", daemon=True).start()
+
+    def on_done(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` once the client is built or failed (at once if it is),
+        from the building thread; returns a function that withdraws it."""
+        with self._lock:
+            if not self.done.is_set():
+                self._callbacks.append(callback)
+                return lambda: self._withdraw(callback)
+        callback()
+        return lambda: None
+
+    def _withdraw(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
 
     def _run(self) -> None:
         try:
@@ -227,24 +412,11 @@ class _Building:
         except BaseException as exc:  # handed to every waiting caller
             self.error = exc
         finally:
-            self.done.set()
-
-
-def _list_slices(client: KubeClient, query: Query, deadline: Deadline) -> list[Json]:
-    """Every EndpointSlice of the Service, page by page, within ``deadline``."""
-    ns = query.service.namespace
-    base = [
-        ("labelSelector", f"{SERVICE_NAME_LABEL}={query.service.name}"),
-        ("limit", str(_SLICE_PAGE)),
-    ]
-    what = ("list", "endpointslices.discovery.k8s.io", ns)
-
-    def fetch(token: str | None) -> Json | None:
-        # A missing namespace lists as 200 with no items; a 404 ends the list too.
-        query_args = base + ([("continue", token)] if token else [])
-        return client.get_json(slices_path(ns), query_args, deadline, what)
-
-    return [item for page in pages(fetch) for item in list_items(page, "EndpointSliceList")]
+            with self._lock:
+                self.done.set()
+                callbacks, self._callbacks = self._callbacks, []
+            for callback in callbacks:
+                callback()
 
 
 def from_settings(settings: Settings, notifier: Notifier) -> ApiStrategy:

@@ -26,7 +26,7 @@ import dns.rrset
 from kdisco._attempts import Outcome
 from kdisco._deadline import Deadline
 from kdisco._exceptions import TransientError
-from kdisco._models import Endpoint, Resolution, ServiceKind, ServicePort
+from kdisco._models import Endpoint, Resolution, ServiceKind, ServicePort, distinct
 from kdisco._names import Query, in_cluster_target, is_dns_name
 from kdisco._settings import DnsTarget, Settings
 
@@ -318,7 +318,7 @@ class DnsStrategy:
         return Resolution(
             service=service,
             kind=ServiceKind.HEADLESS if headless else ServiceKind.CLUSTER_IP,
-            endpoints=_unique(endpoints),
+            endpoints=distinct(endpoints),
             ports=(declared,) if declared.port else (),
             port=declared if declared.port else None,
             source=self.name,
@@ -427,17 +427,6 @@ def _glue(response: dns.message.Message) -> dict[dns.name.Name, list[str]]:
                 str(ipaddress.ip_address(rr.address)) for rr in rrset
             )
     return glue
-
-
-def _unique(endpoints: list[Endpoint]) -> tuple[Endpoint, ...]:
-    seen: set[tuple[str, int | None]] = set()
-    out: list[Endpoint] = []
-    for ep in endpoints:
-        key = (ep.host, ep.port)
-        if key not in seen:
-            seen.add(key)
-            out.append(ep)
-    return tuple(out)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,0 +1,129 @@
+"""Which endpoints a ``Balancer`` may pick from, before health and the picker have a say.
+
+Two steps, both pure functions of an answer:
+
+1. ``usable()``: ready endpoints that are not terminating. When there are none, the
+   terminating endpoints that still serve (a rollout's last pods draining), as
+   kube-proxy falls back to them. Each address once.
+2. ``Topology.layers()``: those endpoints as layers from most to least local (same
+   node, same zone, all), following the caller's preference. The balancer takes the
+   first layer with an endpoint that is not ejected, so traffic stays local while a
+   local endpoint can take it and spills over when none can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from ._exceptions import ConfigurationError, NoReadyEndpoints
+from ._models import Endpoint, Resolution, distinct
+
+PREFER_SAME_ZONE = "PreferSameZone"
+PREFER_SAME_NODE = "PreferSameNode"
+#: Kubernetes' first name for PreferSameZone (``trafficDistribution``, 1.31-1.32).
+PREFER_CLOSE = "PreferClose"
+PREFERENCES = (PREFER_SAME_ZONE, PREFER_SAME_NODE, PREFER_CLOSE)
+
+Layers = tuple[tuple[Endpoint, ...], ...]
+
+
+def usable(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
+    """Ready, not terminating; else terminating but serving; else nothing."""
+    endpoints = tuple(endpoints)
+    ready = distinct(ep for ep in endpoints if ep.ready and not ep.terminating)
+    if ready:
+        return ready
+    return distinct(ep for ep in endpoints if ep.terminating and ep.serving)
+
+
+def _why_none(endpoints: tuple[Endpoint, ...]) -> str:
+    if not endpoints:
+        return "it has no endpoints"
+    terminating = sum(1 for ep in endpoints if ep.terminating)
+    not_ready = len(endpoints) - terminating
+    parts = []
+    if not_ready:
+        parts.append(f"{not_ready} not ready")
+    if terminating:
+        parts.append(f"{terminating} terminating and not serving")
+    return f"of {len(endpoints)} endpoints, " + ", ".join(parts)
+
+
+def no_ready(endpoints: tuple[Endpoint, ...], resolution: Resolution | None) -> NoReadyEndpoints:
+    """The error for an answer with nothing usable, saying what its endpoints were."""
+    why = _why_none(endpoints)
+    if resolution is None:
+        return NoReadyEndpoints(f"no ready endpoint to pick from: {why}")
+    return NoReadyEndpoints(
+        f"{resolution.service} has no ready endpoint to pick from: {why}",
+        service=resolution.service,
+    )
+
+
+def _optional_str(value: object, where: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(f"{where} must be a str or None, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Topology:
+    """Where the caller runs, and whether to prefer endpoints near it.
+
+    ``preference``: ``"PreferSameZone"`` (``"PreferClose"`` is the same),
+    ``"PreferSameNode"`` (then the same zone, then all), or None (no preference).
+    An endpoint whose zone or node is unknown is never local; with no ``zone`` or
+    ``node`` given, nothing is.
+    """
+
+    zone: str | None = None
+    node: str | None = None
+    preference: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _optional_str(self.zone, "Balancer.zone")
+        _optional_str(self.node, "Balancer.node")
+        if self.preference is not None and self.preference not in PREFERENCES:
+            raise ConfigurationError(
+                f"Balancer.preference must be one of {', '.join(PREFERENCES)} or None, "
+                f"not {self.preference!r}"
+            )
+
+    def layers(self, usable: tuple[Endpoint, ...], resolution: Resolution | None) -> Layers:
+        """``usable`` as layers from most to least preferred; the last is ``usable``.
+
+        This is the one place topology is decided. When the models carry them, an
+        EndpointSlice's hints (``hints.forZones``/``forNodes``) and the Service's
+        ``trafficDistribution`` (on ``resolution``) are consulted here: a Service's
+        own ``trafficDistribution`` would stand in for a missing caller preference,
+        and hints would replace the plain zone and node comparisons below (an endpoint
+        hinted for the caller's zone is local to it).
+        """
+        preference = self.preference
+        if preference is None or not usable:
+            return (usable,)
+        layers: list[tuple[Endpoint, ...]] = []
+        if preference == PREFER_SAME_NODE and self.node is not None:
+            layers.append(tuple(ep for ep in usable if ep.node == self.node))
+        if self.zone is not None:
+            layers.append(tuple(ep for ep in usable if ep.zone == self.zone))
+        layers.append(usable)
+        # Drop empty layers and those the same as the next (they add nothing).
+        kept = [
+            layer
+            for i, layer in enumerate(layers)
+            if layer and (i + 1 == len(layers) or layer != layers[i + 1])
+        ]
+        return tuple(kept)
+
+
+def candidate_layers(
+    endpoints: tuple[Endpoint, ...], topology: Topology, resolution: Resolution | None
+) -> Layers:
+    """The candidate rules and the topology step, in order; NoReadyEndpoints when
+    nothing is usable."""
+    found = usable(endpoints)
+    if not found:
+        raise no_ready(endpoints, resolution)
+    return topology.layers(found, resolution)

@@ -1,0 +1,199 @@
+"""Service names in URLs: what the HTTP integrations (``kdisco.httpx``,
+``kdisco.requests``) share, with no HTTP client of their own.
+
+A URL's host is a Service when it has one of the forms kdisco accepts for a name
+(``payments``, ``payments.billing``, ``payments.billing.svc``,
+``payments.billing.svc.<cluster-domain>``) or the SRV form of a named port,
+``_http._tcp.payments.billing`` (URL parsers accept no port name after the colon,
+so this is how a URL names a port). IP addresses, ``localhost`` and other names
+pass through untouched, and so does a name the cluster does not know.
+
+Which port: the URL's port number if it has one; else the port named after the
+scheme (``http``/``https``), else the Service's only port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Generator
+
+import attrs
+
+from ._balancer import Balancer, Pick
+from ._exceptions import ConfigurationError, InvalidServiceName, PortNotFound, ServiceNotFound
+from ._models import Endpoint, Resolution
+from ._names import parse_query
+
+#: Methods a retry cannot do harm with (RFC 9110 §9.2.2).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+@attrs.frozen
+class Target:
+    """A URL host that names a Service: what to ask ``discover()``."""
+
+    name: str
+    #: A number from the URL, a name from the SRV form, or None: the default rule.
+    port: int | str | None
+    scheme: str
+    #: The host as written in the URL: the TLS name and the ``Host`` header.
+    host: str
+
+
+def target_of(scheme: str, host: str, port: int | None, *, cluster_domain: str) -> Target | None:
+    """The Service a URL names, or None when its host is no Service name."""
+    text = host.lower().rstrip(".")
+    if not text or text == "localhost" or _is_ip(text):
+        return None
+    labels = text.split(".")
+    named: str | None = None
+    if len(labels) > 2 and labels[0].startswith("_") and labels[1] in ("_tcp", "_udp"):
+        named = labels[0][1:]
+        labels = labels[2:]
+        if port is not None:
+            raise InvalidServiceName(
+                f"{host!r} names port {named!r} and the URL port {port}: give one of them"
+            )
+    if not _service_form(labels, cluster_domain):
+        return None
+    name = ".".join(labels)
+    try:
+        parse_query(
+            name, namespace=None, default_namespace="default", cluster_domain=cluster_domain
+        )
+    except InvalidServiceName:
+        return None  # not a name a Service can have: someone else's host
+    return Target(name=name, port=named if named is not None else port, scheme=scheme, host=host)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _service_form(labels: list[str], cluster_domain: str) -> bool:
+    if len(labels) <= 2:
+        return True
+    if labels[2] != "svc":
+        return False
+    return len(labels) == 3 or ".".join(labels[3:]) == cluster_domain.rstrip(".")
+
+
+#: One question for discover(): (name, port), answered with a Resolution or an error.
+Ask = tuple[str, int | str | None]
+
+
+def lookups(target: Target) -> Generator[Ask, Resolution | PortNotFound, Resolution]:
+    """The ``discover()`` calls that find ``target``'s port, as a generator (the sync
+    and async integrations drive it with their own discover): the port asked for;
+    else the one named after the scheme; else the Service's only port."""
+    if target.port is not None:
+        got = yield (target.name, target.port)
+        if isinstance(got, PortNotFound):
+            raise got
+        return got
+    by_scheme = yield (target.name, target.scheme)
+    if isinstance(by_scheme, Resolution):
+        return by_scheme
+    anyport = yield (target.name, None)
+    if isinstance(anyport, PortNotFound):
+        raise anyport
+    if len(anyport.ports) == 1 and anyport.port is not None:
+        return anyport
+    known = ", ".join(p.label for p in anyport.ports) or "unknown here (DNS)"
+    raise PortNotFound(
+        f"{target.host}: no port named {target.scheme!r}, and not exactly one port "
+        f"(ports: {known}); put the number in the URL, or name the port as "
+        f"_<name>._tcp.{target.name}",
+        service=anyport.service,
+        attempts=anyport.attempts,
+    )
+
+
+def resolve_sync(
+    target: Target, discover: Callable[[str, int | str | None], Resolution]
+) -> Resolution:
+    steps = lookups(target)
+    ask = next(steps)
+    while True:
+        try:
+            got: Resolution | PortNotFound = discover(*ask)
+        except PortNotFound as exc:
+            got = exc
+        try:
+            ask = steps.send(got)
+        except StopIteration as done:
+            result: Resolution = done.value
+            return result
+
+
+class Tries:
+    """One request's tries over a Service's endpoints: the next endpoint (never one
+    already tried while another is left), and whether a failure may be retried."""
+
+    def __init__(self, balancer: Balancer, res: Resolution, method: str, retries: int) -> None:
+        self._balancer = balancer
+        self._res = res
+        self._left = retries if method.upper() in IDEMPOTENT else 0
+        self._tried: set[tuple[str, int | None]] = set()
+
+    def next(self) -> Pick:
+        if not self._tried:
+            pick = self._balancer.choose(self._res)
+        else:
+            rest = tuple(ep for ep in self._res.endpoints if (ep.host, ep.port) not in self._tried)
+            pick = self._balancer.choose(rest or self._res)
+        self._tried.add((pick.endpoint.host, pick.endpoint.port))
+        return pick
+
+    def retry(self) -> bool:
+        """After a failure that sent nothing (the connection was not made): try again?"""
+        if self._left <= 0:
+            return False
+        self._left -= 1
+        return True
+
+
+def check_retries(retries: object) -> int:
+    if type(retries) is not int or retries < 0:  # bool is no count
+        raise ConfigurationError(f"retries must be a whole number >= 0, not {retries!r}")
+    return retries
+
+
+def after_failure(
+    exc: BaseException,
+    pick: Pick,
+    tries: Tries,
+    connect_errors: type[BaseException] | tuple[type[BaseException], ...],
+) -> bool:
+    """Report a failed send; True when it may be retried on another endpoint: the
+    connection was never made (nothing was sent) and the method is idempotent.
+    Cancellation is no fault of the endpoint's and is not reported."""
+    if not isinstance(exc, Exception):
+        return False
+    pick.failed()
+    return isinstance(exc, connect_errors) and tries.retry()
+
+
+def judge(status: int, pick: Pick, failure_statuses: frozenset[int]) -> None:
+    """Report a response: a failure when its status is one the caller counts as one."""
+    if status in failure_statuses:
+        pick.failed()
+    else:
+        pick.succeeded()
+
+
+def port_of(ep: Endpoint, target: Target) -> int:
+    if ep.port is None:
+        raise PortNotFound(
+            f"{target.host}: the answer for {target.name} has no port; put the number in the URL",
+        )
+    return ep.port
+
+
+def not_a_service(exc: BaseException) -> bool:
+    """A name that looked like a Service but is none here: the URL goes out as it is."""
+    return isinstance(exc, ServiceNotFound)

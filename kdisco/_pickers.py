@@ -1,0 +1,353 @@
+"""Pickers: which endpoint, out of the candidates a ``Balancer`` hands over, serves a request.
+
+A picker is one small contract, ``Picker.choose(candidates, key, stats)``. It sees only
+endpoints the balancer already judged usable (ready, not ejected, local first when
+asked for), so it knows nothing about readiness, topology or health: only how to
+spread requests. ``stats`` is the balancer's view of in-flight requests and latency.
+
+    RoundRobin()          each candidate in turn (the default)
+    Random(seed)          uniformly at random
+    PowerOfTwo(seed)      the less busy of two random candidates
+    LeastResponseTime()   the cheaper of two random candidates: latency x (in-flight + 1)
+    RendezvousHash()      the same key to the same endpoint, in every process
+
+Pickers are shared by threads and asyncio tasks and never block: what they keep (a
+round-robin turn, hashes already computed) is updated by single atomic steps, or under
+a lock held for a few updates when the candidates change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ._exceptions import ConfigurationError
+from ._forksafe import after_fork_in_child
+from ._models import Endpoint
+from ._validation import check_non_negative
+
+if TYPE_CHECKING:
+    import random
+
+#: What a request is routed by: a user id, a shard key. ``str`` is hashed as UTF-8.
+Key = str | bytes
+
+#: Seconds over which ``LeastResponseTime`` averages latencies, unless told.
+DEFAULT_DECAY = 10.0
+
+# Bounds on what pickers remember, so no stream of inputs grows them without limit.
+_MAX_GROUPS = 1024
+_MAX_PREPARED = 64
+_MAX_MEMO = 2048
+_MAX_NAMES = 16384
+
+
+@runtime_checkable
+class Stats(Protocol):
+    """What a ``Balancer`` knows about endpoints, for pickers that weigh them.
+
+    Endpoints are told apart by ``(host, port)``: a new ``Endpoint`` object for the same
+    address (the next answer for the Service) has the same figures.
+    """
+
+    #: Which set the candidates come from: the Service and port of a ``Resolution``,
+    #: None for a bare sequence. Pickers that keep a position keep one per group.
+    group: Hashable
+
+    def in_flight(self, endpoint: Endpoint) -> int:
+        """Requests sent to ``endpoint`` through ``Balancer.choose()`` and not yet done."""
+        ...
+
+    def latency(self, endpoint: Endpoint) -> float | None:
+        """Average seconds per request (an EWMA over time), None before the first report.
+
+        While an endpoint gets no reports its average fades towards zero, so an
+        endpoint that was once slow is tried again after a while.
+        """
+        ...
+
+
+@runtime_checkable
+class Picker(Protocol):
+    """Chooses one endpoint for a request: the one method a load-balancing algorithm needs.
+
+    ``candidates`` is never empty and holds each address once; the same object comes
+    back while the usable set does not change, so a picker may cache what it derives
+    from it by identity. ``key`` is the caller's routing key (None when none was
+    given). Return one of ``candidates``.
+
+    ``choose`` is called from many threads and tasks at once; it must not block (no
+    I/O, no awaiting). A picker may define ``decay`` (seconds): the ``Balancer`` then
+    averages latencies over that time constant (10 s otherwise).
+
+        >>> class First:
+        ...     def choose(self, candidates, key, stats):
+        ...         return candidates[0]
+    """
+
+    def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
+        """The endpoint for this request."""
+        ...
+
+
+def _make_rng(seed: int | None) -> random.Random:
+    # random is imported by processes that balance, not by every ``import kdisco``.
+    import random
+
+    return random.Random(seed)
+
+
+class _Cursor:
+    """A group's turn: candidate ``(start + next(turns)) % len(candidates)`` is next."""
+
+    __slots__ = ("candidates", "start", "turns")
+
+    def __init__(self, candidates: Sequence[Endpoint], start: int) -> None:
+        self.candidates = candidates
+        self.start = start
+        self.turns = itertools.count()
+
+
+def _identity(ep: Endpoint) -> tuple[str, int | None]:
+    return (ep.host, ep.port)
+
+
+class RoundRobin:
+    """Each candidate in turn, one position per group (per Service and port).
+
+    When the candidates change (a new answer, an ejection, an endpoint back), the turn
+    goes on from the endpoint that was next, so no endpoint gets an extra turn or loses
+    one. A group's first turn starts at a random place: clients started together do
+    not all begin with the same endpoint. ``seed`` fixes those starts (for tests).
+    """
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        # Unseeded starts come from os.urandom: the default balancer imports no random.
+        self._rng = None if seed is None else _make_rng(seed)
+        self._cursors: dict[Hashable, _Cursor] = {}
+        self._lock = threading.Lock()
+        after_fork_in_child(self._after_fork)
+
+    def __repr__(self) -> str:
+        return "RoundRobin()"
+
+    def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
+        cursor = self._cursors.get(stats.group)
+        if cursor is None or cursor.candidates is not candidates:
+            cursor = self._rebase(stats.group, candidates)
+        # No lock here: next() on a count is atomic under the GIL, so threads never
+        # share a turn. (A free-threaded build may repeat one: less even, never wrong.)
+        return candidates[(cursor.start + next(cursor.turns)) % len(candidates)]
+
+    def _rebase(self, group: Hashable, candidates: Sequence[Endpoint]) -> _Cursor:
+        """A cursor over new candidates that goes on with the first endpoint, from the
+        one that was next, still among them: O(n), once per change of the candidates."""
+        with self._lock:
+            old = self._cursors.get(group)
+            if old is not None and old.candidates is candidates:
+                return old  # another thread got here first
+            start = -1
+            if old is not None:
+                where = {_identity(ep): i for i, ep in enumerate(candidates)}
+                previous = old.candidates
+                n = len(previous)
+                following = old.start + next(old.turns)
+                for step in range(n):
+                    found = where.get(_identity(previous[(following + step) % n]))
+                    if found is not None:
+                        start = found
+                        break
+            if start < 0:
+                n = len(candidates)
+                if self._rng is None:
+                    start = int.from_bytes(os.urandom(4), "little") % n
+                else:
+                    start = self._rng.randrange(n)
+            cursor = _Cursor(candidates, start)
+            if group not in self._cursors and len(self._cursors) >= _MAX_GROUPS:
+                del self._cursors[next(iter(self._cursors))]
+            self._cursors[group] = cursor
+            return cursor
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+
+class Random:
+    """Uniformly at random. ``seed`` makes the sequence repeatable (for tests)."""
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        self._random = _make_rng(seed).random
+
+    def __repr__(self) -> str:
+        return "Random()"
+
+    def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
+        return candidates[int(self._random() * len(candidates))]
+
+
+class PowerOfTwo:
+    """The one with fewer requests in flight, of two candidates drawn at random.
+
+    Nearly as even as "least in flight" over all candidates, without the herd: many
+    clients seeing the same idle endpoint do not all send to it at once (Mitzenmacher,
+    "The Power of Two Choices"; Envoy's LEAST_REQUEST). Ties go to the first draw.
+    """
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        self._random = _make_rng(seed).random
+
+    def __repr__(self) -> str:
+        return "PowerOfTwo()"
+
+    def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
+        n = len(candidates)
+        if n == 1:
+            return candidates[0]
+        random = self._random
+        i = int(random() * n)
+        j = int(random() * (n - 1))
+        a, b = candidates[i], candidates[j + 1 if j >= i else j]
+        in_flight = stats.in_flight
+        return a if in_flight(a) <= in_flight(b) else b
+
+
+class LeastResponseTime:
+    """The cheaper of two candidates drawn at random, cost = latency x (in flight + 1).
+
+    Latency is the balancer's time-weighted average over ``decay`` seconds (the
+    balancer reads ``decay`` from here); requests in flight count against an endpoint
+    at once, before their latency is known. An endpoint without a measurement is
+    taken to be as fast as the one it is compared with, so new endpoints get their
+    share without a rush. Comparing two, not all (Finagle's and Linkerd's
+    "P2C + EWMA"), keeps every client from sending all its traffic to the one endpoint
+    that looks fastest, and leaves slow endpoints a trickle that notices recovery.
+    """
+
+    def __init__(self, *, decay: float = DEFAULT_DECAY, seed: int | None = None) -> None:
+        self.decay = decay
+        check_non_negative(self, "decay")
+        if not 0 < decay < float("inf"):
+            raise ConfigurationError(
+                f"LeastResponseTime.decay must be a positive number of seconds, not {decay!r}"
+            )
+        self._random = _make_rng(seed).random
+
+    def __repr__(self) -> str:
+        return f"LeastResponseTime(decay={self.decay!r})"
+
+    def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
+        n = len(candidates)
+        if n == 1:
+            return candidates[0]
+        random = self._random
+        i = int(random() * n)
+        j = int(random() * (n - 1))
+        a, b = candidates[i], candidates[j + 1 if j >= i else j]
+        latency, in_flight = stats.latency, stats.in_flight
+        la, lb = latency(a), latency(b)
+        fa, fb = in_flight(a), in_flight(b)
+        if la is None:
+            la = lb
+        if lb is None:
+            lb = la
+        if la is not None and lb is not None:
+            cost_a, cost_b = la * (fa + 1), lb * (fb + 1)
+            if cost_a != cost_b:
+                return a if cost_a < cost_b else b
+        return a if fa <= fb else b
+
+
+_M64 = (1 << 64) - 1
+
+
+class _Prepared:
+    __slots__ = ("candidates", "hashes", "memo")
+
+    def __init__(self, candidates: Sequence[Endpoint], hashes: tuple[int, ...]) -> None:
+        self.candidates = candidates
+        self.hashes = hashes
+        self.memo: dict[bytes, Endpoint] = {}
+
+
+class RendezvousHash:
+    """The same key to the same endpoint: highest-random-weight (rendezvous) hashing.
+
+    Each endpoint scores ``mix64(hash(key) ^ hash(endpoint))`` and the highest wins, so
+    removing an endpoint moves only the keys it had, and adding one takes about 1/n of
+    the keys from the others. Hashes are BLAKE2b, the same in every process and on
+    every machine (Python's ``hash()`` is salted per process).
+
+    An endpoint is named by its ``hostname`` (a StatefulSet pod's stable name behind a
+    headless Service, such as ``db-0``), else its pod, else its address, and its port:
+    a shard's keys stay with ``db-0`` when its pod comes back with a new IP. (Addresses
+    sharing a name, a dual-stack pod's, tie; the lowest address wins, in any order.)
+    A key is required. What each key maps to is remembered per candidate set (bounded), so a
+    repeated key costs a dict lookup.
+    """
+
+    def __init__(self) -> None:
+        from hashlib import blake2b  # loaded by processes that hash, not by ``import kdisco``
+
+        self._blake2b = blake2b
+        self._prepared: dict[int, _Prepared] = {}
+        self._names: dict[tuple[str, int | None], int] = {}
+
+    def __repr__(self) -> str:
+        return "RendezvousHash()"
+
+    def _hash(self, data: bytes) -> int:
+        return int.from_bytes(self._blake2b(data, digest_size=8).digest(), "little")
+
+    def endpoint_hash(self, ep: Endpoint) -> int:
+        """The 64-bit hash an endpoint is scored with (stable across processes)."""
+        name = ep.hostname or ep.pod or ep.host
+        ident = (name, ep.port)
+        h = self._names.get(ident)
+        if h is None:
+            if len(self._names) >= _MAX_NAMES:
+                self._names.clear()
+            h = self._names[ident] = self._hash(f"{name}:{ep.port or ''}".encode())
+        return h
+
+    def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
+        if key is None:
+            raise ConfigurationError(
+                "RendezvousHash needs a key: pass key=... to Balancer.choose() or pick()"
+            )
+        raw = key.encode() if isinstance(key, str) else bytes(key)
+        prepared = self._prepared.get(id(candidates))
+        if prepared is None or prepared.candidates is not candidates:
+            prepared = self._prepare(candidates)
+        memo = prepared.memo
+        found = memo.get(raw)
+        if found is not None:
+            return found
+        k = self._hash(raw)
+        best, best_score = 0, -1
+        for i, h in enumerate(prepared.hashes):
+            # SplitMix64's finaliser (Steele, Lea and Flood, 2014), a well-known 64-bit
+            # mix, written inline: this loop is the picker's whole cost.
+            z = h ^ k
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+            z ^= z >> 31
+            if z > best_score or (z == best_score and candidates[i].host < candidates[best].host):
+                best, best_score = i, z
+        found = candidates[best]
+        if len(memo) >= _MAX_MEMO:
+            memo.clear()
+        memo[raw] = found
+        return found
+
+    def _prepare(self, candidates: Sequence[Endpoint]) -> _Prepared:
+        # Keyed by identity and holding the candidates, so the id cannot be reused
+        # while the entry lives. Races between threads only compute the same thing twice.
+        prepared = _Prepared(candidates, tuple(self.endpoint_hash(ep) for ep in candidates))
+        if len(self._prepared) >= _MAX_PREPARED:
+            self._prepared.clear()
+        self._prepared[id(candidates)] = prepared
+        return prepared

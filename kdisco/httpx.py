@@ -1,0 +1,182 @@
+"""httpx transports that resolve Service names at request time (``pip install kdisco[httpx]``).
+
+    >>> import httpx, kdisco.httpx
+    >>> client = httpx.Client(transport=kdisco.httpx.Transport())        # doctest: +SKIP
+    >>> client.get("http://payments.billing/charge")                    # doctest: +SKIP
+
+    >>> client = httpx.AsyncClient(transport=kdisco.httpx.AsyncTransport())  # doctest: +SKIP
+
+A URL whose host is a Service name (``payments``, ``payments.billing``, ...,
+``_grpc._tcp.payments.billing`` for a named port) is sent to one of its endpoints,
+picked by a ``kdisco.Balancer`` (round-robin unless you give another); the
+``Host`` header keeps the name, and TLS checks the certificate against the name
+(SNI too) while the TCP connection goes to the endpoint. Idempotent requests whose
+connection could not be made are retried on another endpoint (``retries`` times);
+each outcome is reported to the balancer, which ejects failing endpoints. Answers
+come from the ``Discoverer`` (cached, so re-resolving per request is cheap and
+sees changes). Other hosts pass through untouched. See docs/http.md.
+"""
+
+from __future__ import annotations
+
+import collections.abc as _abc
+import typing as _typing
+
+import httpx as _httpx
+
+from . import _aio, _balancer, _discoverer, _http
+from ._exceptions import PortNotFound as _PortNotFound
+from ._exceptions import ServiceNotFound as _ServiceNotFound
+from ._models import Resolution as _Resolution
+
+__all__ = ["AsyncTransport", "Transport"]
+
+_CONNECT_ERRORS = (_httpx.ConnectError, _httpx.ConnectTimeout)
+
+
+class _Common:
+    def __init__(
+        self,
+        balancer: _balancer.Balancer | None,
+        retries: int,
+        failure_statuses: _abc.Iterable[int],
+    ) -> None:
+        self._retries = _http.check_retries(retries)
+        self.balancer = balancer if balancer is not None else _balancer.Balancer()
+        self._failure_statuses = frozenset(failure_statuses)
+
+    def _target(self, request: _httpx.Request, cluster_domain: str) -> _http.Target | None:
+        url = request.url
+        return _http.target_of(url.scheme, url.host, url.port, cluster_domain=cluster_domain)
+
+    def _point(self, request: _httpx.Request, target: _http.Target, pick: _balancer.Pick) -> None:
+        ep = pick.endpoint
+        request.url = request.url.copy_with(host=ep.host, port=_http.port_of(ep, target))
+        if request.url.scheme == "https":
+            # The TLS handshake names the Service (SNI) and checks its certificate
+            # against that name, whatever address the connection goes to.
+            request.extensions = {**request.extensions, "sni_hostname": target.host}
+
+
+class Transport(_Common, _httpx.BaseTransport):
+    """An ``httpx`` transport for ``httpx.Client(transport=...)``.
+
+    ``discoverer``: where answers come from (default: the one ``kdisco.discover()``
+    uses, ``kdisco.testing.override`` included). ``balancer``: a ``kdisco.Balancer``
+    (default: round-robin with outlier ejection). ``retries``: retries of an
+    idempotent request whose connection failed, each on another endpoint.
+    ``failure_statuses``: response codes reported to the balancer as failures (e.g.
+    ``{502, 503}``; the response is returned either way). ``transport``: the
+    transport that sends (default ``httpx.HTTPTransport(**kwargs)``).
+    """
+
+    def __init__(
+        self,
+        discoverer: _discoverer.Discoverer | None = None,
+        *,
+        balancer: _balancer.Balancer | None = None,
+        retries: int = 2,
+        failure_statuses: _abc.Iterable[int] = (),
+        transport: _httpx.BaseTransport | None = None,
+        **kwargs: _typing.Any,
+    ) -> None:
+        super().__init__(balancer, retries, failure_statuses)
+        self._discoverer = discoverer
+        self._inner = transport if transport is not None else _httpx.HTTPTransport(**kwargs)
+
+    def handle_request(self, request: _httpx.Request) -> _httpx.Response:
+        d = self._discoverer or _discoverer.get_default_discoverer()
+        target = self._target(request, d.cluster_domain)
+        if target is None:
+            return self._inner.handle_request(request)
+        try:
+            res = _http.resolve_sync(target, lambda name, port: d.discover(name, port=port))
+        except _ServiceNotFound:
+            return self._inner.handle_request(request)  # not a Service here after all
+        return self._send(request, target, res)
+
+    def _send(
+        self, request: _httpx.Request, target: _http.Target, res: _Resolution
+    ) -> _httpx.Response:
+        url, extensions = request.url, request.extensions
+        tries = _http.Tries(self.balancer, res, request.method, self._retries)
+        while True:
+            pick = tries.next()
+            self._point(request, target, pick)
+            try:
+                response = self._inner.handle_request(request)
+            except BaseException as exc:
+                if _http.after_failure(exc, pick, tries, _CONNECT_ERRORS):
+                    continue
+                raise
+            finally:
+                # What the caller sees (response.request, redirects) names the Service.
+                request.url, request.extensions = url, extensions
+            _http.judge(response.status_code, pick, self._failure_statuses)
+            return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
+    """``Transport`` for ``httpx.AsyncClient``: answers from ``kdisco.aio`` (an
+    ``AsyncDiscoverer``, default the one ``kdisco.aio.discover()`` uses), never
+    blocking the event loop."""
+
+    def __init__(
+        self,
+        discoverer: _aio.AsyncDiscoverer | None = None,
+        *,
+        balancer: _balancer.Balancer | None = None,
+        retries: int = 2,
+        failure_statuses: _abc.Iterable[int] = (),
+        transport: _httpx.AsyncBaseTransport | None = None,
+        **kwargs: _typing.Any,
+    ) -> None:
+        super().__init__(balancer, retries, failure_statuses)
+        self._discoverer = discoverer
+        self._inner = transport if transport is not None else _httpx.AsyncHTTPTransport(**kwargs)
+
+    async def handle_async_request(self, request: _httpx.Request) -> _httpx.Response:
+        d = self._discoverer or await _aio.default_discoverer()
+        target = self._target(request, d.sync.cluster_domain)
+        if target is None:
+            return await self._inner.handle_async_request(request)
+        try:
+            res = await _resolve_async(target, d)
+        except _ServiceNotFound:
+            return await self._inner.handle_async_request(request)
+        url, extensions = request.url, request.extensions
+        tries = _http.Tries(self.balancer, res, request.method, self._retries)
+        while True:
+            pick = tries.next()
+            self._point(request, target, pick)
+            try:
+                response = await self._inner.handle_async_request(request)
+            except BaseException as exc:
+                if _http.after_failure(exc, pick, tries, _CONNECT_ERRORS):
+                    continue
+                raise
+            finally:
+                request.url, request.extensions = url, extensions
+            _http.judge(response.status_code, pick, self._failure_statuses)
+            return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _resolve_async(target: _http.Target, d: _aio.AsyncDiscoverer) -> _Resolution:
+    steps = _http.lookups(target)
+    ask = next(steps)
+    while True:
+        try:
+            got: _Resolution | _PortNotFound = await d.discover(ask[0], port=ask[1])
+        except _PortNotFound as exc:
+            got = exc
+        try:
+            ask = steps.send(got)
+        except StopIteration as done:
+            result: _Resolution = done.value
+            return result

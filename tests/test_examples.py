@@ -1,0 +1,28 @@
+"""The runnable examples the docs point to, run as a user would run them."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_http_failover_example() -> None:
+    # docs/http.md: three local "pods" of payments.billing, one killed half-way.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "http_failover.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0] == "killed payments-1"
+    served = ast.literal_eval(lines[1].removeprefix("served: "))
+    assert sum(served.values()) == 30  # no request failed
+    assert served["payments-1"] < 10 < min(served["payments-0"], served["payments-2"])
+    assert lines[2] == "Host header the pods saw: payments.billing"
+    assert lines[3] == "payments-1 ejected: True"
