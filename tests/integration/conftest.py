@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -177,6 +178,17 @@ def app(cluster: Cluster) -> str:
     cluster.service(ns, "loop-a", external_name=f"loop-b.{ns}.svc.cluster.local")
     cluster.service(ns, "loop-b", external_name=f"loop-a.{ns}.svc.cluster.local")
     return ns
+
+
+@pytest.fixture(scope="session")
+def creds(
+    lab_info: Any, cluster: Cluster, app: str, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A ServiceAccount allowed to read Services and EndpointSlices in ``app`` only
+    (one per session: it has a fixed name)."""
+    return cluster.serviceaccount_credentials(
+        app, tmp_path_factory.mktemp("sa"), str(lab_info.ca_path)
+    )
 
 
 @contextmanager

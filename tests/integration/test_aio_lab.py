@@ -353,16 +353,6 @@ class TestApi:
         ]
 
 
-@pytest.fixture(scope="module")
-def creds(
-    lab_info: Any, cluster: Cluster, app: str, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """A ServiceAccount allowed to read Services and EndpointSlices in ``app`` only."""
-    return cluster.serviceaccount_credentials(
-        app, tmp_path_factory.mktemp("aio-sa"), str(lab_info.ca_path)
-    )
-
-
 # -- the whole chain -----------------------------------------------------------------
 
 

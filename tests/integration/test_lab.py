@@ -278,16 +278,6 @@ class TestApi:
             a.discover("no-such-service")
 
 
-@pytest.fixture(scope="module")
-def creds(
-    lab_info: Any, cluster: Cluster, app: str, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """A ServiceAccount allowed to read Services and EndpointSlices in ``app`` only."""
-    return cluster.serviceaccount_credentials(
-        app, tmp_path_factory.mktemp("sa"), str(lab_info.ca_path)
-    )
-
-
 class TestInCluster:
     def in_cluster(self, lab_info: Any, creds: Path) -> kdisco.Discoverer:
         environ = {
