@@ -17,11 +17,11 @@ from ._common import Section, Settings, progress
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "performance.md"
-LAST = 16  # benchmarks are numbered 1 to LAST
+LAST = 17  # benchmarks are numbered 1 to LAST
 
 
 def _benchmarks() -> dict[int, Callable[[Settings], Section]]:
-    from . import aio, api, coldpath, fleet, live, local, pickers, startup
+    from . import aio, api, coldpath, fleet, http, live, local, pickers, startup
 
     return {
         1: local.bench_cached,
@@ -40,6 +40,7 @@ def _benchmarks() -> dict[int, Callable[[Settings], Section]]:
         14: aio.bench_stalls,
         15: pickers.bench_pick,
         16: pickers.bench_spread,
+        17: http.bench_transport,
     }
 
 

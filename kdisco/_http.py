@@ -14,6 +14,7 @@ scheme (``http``/``https``), else the Service's only port.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Generator
 
@@ -40,8 +41,10 @@ class Target:
     host: str
 
 
+@functools.lru_cache(maxsize=1024)
 def target_of(scheme: str, host: str, port: int | None, *, cluster_domain: str) -> Target | None:
-    """The Service a URL names, or None when its host is no Service name."""
+    """The Service a URL names, or None when its host is no Service name. (Cached:
+    it depends on nothing else, and a client asks it for every request.)"""
     text = host.lower().rstrip(".")
     if not text or text == "localhost" or _is_ip(text):
         return None

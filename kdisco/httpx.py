@@ -51,11 +51,28 @@ class _Common:
 
     def _point(self, request: _httpx.Request, target: _http.Target, pick: _balancer.Pick) -> None:
         ep = pick.endpoint
-        request.url = request.url.copy_with(host=ep.host, port=_http.port_of(ep, target))
+        request.url = _at(request.url, ep.host, _http.port_of(ep, target))
         if request.url.scheme == "https":
             # The TLS handshake names the Service (SNI) and checks its certificate
             # against that name, whatever address the connection goes to.
             request.extensions = {**request.extensions, "sni_hostname": target.host}
+
+
+def _at(url: _httpx.URL, host: str, port: int) -> _httpx.URL:
+    """``url`` with another host and port.
+
+    httpx keeps a URL's parsed form in ``_uri_reference`` (a named tuple); replacing
+    two of its fields costs ~1 µs where ``copy_with`` re-parses the whole URL (~29 µs,
+    most of what the transport would add to a request). ``host`` is an address from
+    an answer, already validated. Any other httpx falls back to ``copy_with``.
+    """
+    ref = getattr(url, "_uri_reference", None)
+    replace = getattr(ref, "_replace", None)
+    if replace is None:
+        return url.copy_with(host=host, port=port)
+    moved = _httpx.URL.__new__(_httpx.URL)
+    moved._uri_reference = replace(host=host, port=port)
+    return moved
 
 
 class Transport(_Common, _httpx.BaseTransport):
