@@ -129,9 +129,12 @@ class AsyncDiscoverer:
         port: int | str | None = None,
         timeout: float | None = None,
         include_not_ready: bool = False,
+        backends: bool = False,
     ) -> Resolution:
         """Find a Service; see ``Discoverer.discover``. Never blocks the event loop."""
-        return await _discover(self._sync, name, namespace, port, timeout, include_not_ready)
+        return await _discover(
+            self._sync, name, namespace, port, timeout, include_not_ready, backends
+        )
 
     def watch(
         self,
@@ -141,6 +144,7 @@ class AsyncDiscoverer:
         port: int | str | None = None,
         timeout: float | None = None,
         include_not_ready: bool = False,
+        backends: bool = False,
         on_error: ErrorCallback | None = None,
     ) -> AsyncWatch:
         """Follow a Service: ``async for res in d.watch("payments"): ...``.
@@ -155,6 +159,7 @@ class AsyncDiscoverer:
             port=port,
             timeout=timeout,
             include_not_ready=include_not_ready,
+            backends=backends,
             on_error=on_error,
         )
 
@@ -189,13 +194,14 @@ async def _discover(
     port: int | str | None,
     timeout: float | None,
     include_not_ready: bool,
+    backends: bool = False,
 ) -> Resolution:
     """``Discoverer.discover`` with the chain awaited: the same cache, the same key."""
-    key = cache_key(name, namespace, port, include_not_ready)
+    key = cache_key(name, namespace, port, include_not_ready, backends)
     hit = d._cached(key)
     if hit is not None:
         return hit
-    query, deadline = d._plan(name, namespace, port, timeout, include_not_ready)
+    query, deadline = d._plan(name, namespace, port, timeout, include_not_ready, backends)
     try:
         res = await run_async(d.strategies, query, deadline, d.settings.retry)
     except DiscoveryError as exc:
@@ -222,6 +228,7 @@ class AsyncWatch:
         timeout: float | None,
         include_not_ready: bool,
         on_error: ErrorCallback | None,
+        backends: bool = False,
     ) -> None:
         self._args = (
             name,
@@ -229,6 +236,7 @@ class AsyncWatch:
             port,
             None if timeout is None else parse_timeout(timeout),
             include_not_ready,
+            backends,
         )
         self._on_error = on_error
         self._stopped = False
@@ -243,8 +251,8 @@ class AsyncWatch:
             self._bind(discoverer)
 
     def _bind(self, discoverer: Discoverer) -> tuple[Discoverer, WatchState, Subscription]:
-        name, namespace, port, _, include_not_ready = self._args
-        query = discoverer._query(name, namespace, port, include_not_ready)
+        name, namespace, port, _, include_not_ready, backends = self._args
+        query = discoverer._query(name, namespace, port, include_not_ready, backends)
         state = WatchState(
             query, policy=discoverer.cache_policy, clock=discoverer.clock, on_error=self._on_error
         )
@@ -385,10 +393,12 @@ async def discover(
     port: int | str | None = None,
     timeout: float | None = None,
     include_not_ready: bool = False,
+    backends: bool = False,
 ) -> Resolution:
     """``await kdisco.aio.discover("payments.billing", port="http")``: find a Service
     with the default Discoverer (see ``kdisco.Discoverer.discover``)."""
-    return await _discover(await _default(), name, namespace, port, timeout, include_not_ready)
+    d = await _default()
+    return await _discover(d, name, namespace, port, timeout, include_not_ready, backends)
 
 
 def watch(
@@ -398,6 +408,7 @@ def watch(
     port: int | str | None = None,
     timeout: float | None = None,
     include_not_ready: bool = False,
+    backends: bool = False,
     on_error: ErrorCallback | None = None,
 ) -> AsyncWatch:
     """``async for res in kdisco.aio.watch("payments"): ...`` with the default
@@ -411,5 +422,6 @@ def watch(
         port=port,
         timeout=timeout,
         include_not_ready=include_not_ready,
+        backends=backends,
         on_error=on_error,
     )

@@ -93,21 +93,31 @@ class Topology:
     def layers(self, usable: tuple[Endpoint, ...], resolution: Resolution | None) -> Layers:
         """``usable`` as layers from most to least preferred; the last is ``usable``.
 
-        This is the one place topology is decided. When the models carry them, an
-        EndpointSlice's hints (``hints.forZones``/``forNodes``) and the Service's
-        ``trafficDistribution`` (on ``resolution``) are consulted here: a Service's
-        own ``trafficDistribution`` would stand in for a missing caller preference,
-        and hints would replace the plain zone and node comparisons below (an endpoint
-        hinted for the caller's zone is local to it).
+        The one place topology is decided, as kube-proxy decides it. The caller's
+        ``preference``, else the Service's ``trafficDistribution`` (on
+        ``resolution``), says whether to prefer near endpoints. Near is read from the
+        EndpointSlice hints when every usable endpoint has them (an endpoint hinted
+        for the caller's zone or node serves it), else from the endpoints' own zone
+        and node: kube-proxy too ignores hints unless all endpoints carry them.
         """
         preference = self.preference
+        if preference is None and resolution is not None:
+            wanted = resolution.traffic_distribution
+            preference = wanted if wanted in PREFERENCES else None
         if preference is None or not usable:
             return (usable,)
         layers: list[tuple[Endpoint, ...]] = []
-        if preference == PREFER_SAME_NODE and self.node is not None:
-            layers.append(tuple(ep for ep in usable if ep.node == self.node))
-        if self.zone is not None:
-            layers.append(tuple(ep for ep in usable if ep.zone == self.zone))
+        node, zone = self.node, self.zone
+        if preference == PREFER_SAME_NODE and node is not None:
+            if all(ep.node_hints for ep in usable):
+                layers.append(tuple(ep for ep in usable if node in ep.node_hints))
+            else:
+                layers.append(tuple(ep for ep in usable if ep.node == node))
+        if zone is not None:
+            if all(ep.zone_hints for ep in usable):
+                layers.append(tuple(ep for ep in usable if zone in ep.zone_hints))
+            else:
+                layers.append(tuple(ep for ep in usable if ep.zone == zone))
         layers.append(usable)
         # Drop empty layers and those the same as the next (they add nothing).
         kept = [

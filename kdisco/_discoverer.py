@@ -35,11 +35,24 @@ class Stoppable(Protocol):
 
 
 def cache_key(
-    name: str, namespace: str | None, port: int | str | None, include_not_ready: bool
+    name: str,
+    namespace: str | None,
+    port: int | str | None,
+    include_not_ready: bool,
+    backends: bool = False,
 ) -> Hashable:
     """One call's key in the answer cache."""
     # Types are part of the key: True == 1, but port=True is invalid and port=1 is not.
-    return (name, namespace, port, type(port), include_not_ready, type(include_not_ready))
+    return (
+        name,
+        namespace,
+        port,
+        type(port),
+        include_not_ready,
+        type(include_not_ready),
+        backends,
+        type(backends),
+    )
 
 
 class Discoverer:
@@ -169,18 +182,22 @@ class Discoverer:
         port: int | str | None = None,
         timeout: float | None = None,
         include_not_ready: bool = False,
+        backends: bool = False,
     ) -> Resolution:
         """Find the Service ``name`` (``svc``, ``svc.ns``, ``svc.ns.svc.<domain>``, ``:port``).
 
         Raises ``InvalidServiceName`` before any network call when the input is bad, and
         otherwise a ``DiscoveryError`` subclass that lists each strategy tried and why.
         Answers are cached (see ``CachePolicy``); a cached answer returns at once.
+        ``backends=True`` asks for the ready pods behind a ClusterIP (NodePort,
+        LoadBalancer) Service, with their target ports, instead of its virtual IP:
+        the api strategy lists them (DNS only when the Service is headless).
         """
-        key = cache_key(name, namespace, port, include_not_ready)
+        key = cache_key(name, namespace, port, include_not_ready, backends)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        query, deadline = self._plan(name, namespace, port, timeout, include_not_ready)
+        query, deadline = self._plan(name, namespace, port, timeout, include_not_ready, backends)
         try:
             res = run_sync(self._strategies, query, deadline, self._settings.retry)
         except DiscoveryError as exc:
@@ -201,15 +218,21 @@ class Discoverer:
         port: int | str | None,
         timeout: float | None,
         include_not_ready: bool,
+        backends: bool = False,
     ) -> tuple[Query, Deadline]:
         """The parsed query and the call's deadline; bad input raises here, before any
         network call."""
-        query = self._query(name, namespace, port, include_not_ready)
+        query = self._query(name, namespace, port, include_not_ready, backends)
         seconds = self.timeout if timeout is None else parse_timeout(timeout)
         return query, Deadline(seconds, clock=self._clock)
 
     def _query(
-        self, name: str, namespace: str | None, port: int | str | None, include_not_ready: bool
+        self,
+        name: str,
+        namespace: str | None,
+        port: int | str | None,
+        include_not_ready: bool,
+        backends: bool = False,
     ) -> Query:
         """``name`` parsed against this Discoverer's namespace and cluster domain."""
         return parse_query(
@@ -219,6 +242,7 @@ class Discoverer:
             cluster_domain=self.cluster_domain,
             port=port,
             include_not_ready=include_not_ready,
+            backends=backends,
         )
 
     def _settle(self, key: Hashable, outcome: Resolution | DiscoveryError) -> Resolution:
@@ -247,6 +271,7 @@ class Discoverer:
         port: int | str | None = None,
         timeout: float | None = None,
         include_not_ready: bool = False,
+        backends: bool = False,
         callback: Callback | None = None,
         on_error: ErrorCallback | None = None,
     ) -> Watch:
@@ -258,7 +283,7 @@ class Discoverer:
         """
         # Bad names and timeouts fail here, in the caller's thread, not later in a
         # callback thread.
-        query = self._query(name, namespace, port, include_not_ready)
+        query = self._query(name, namespace, port, include_not_ready, backends)
         checked = None if timeout is None else parse_timeout(timeout)
 
         def resolve() -> Resolution:
@@ -268,6 +293,7 @@ class Discoverer:
                 port=port,
                 timeout=checked,
                 include_not_ready=include_not_ready,
+                backends=backends,
             )
 
         w = Watch(
@@ -363,6 +389,7 @@ def discover(
     port: int | str | None = None,
     timeout: float | None = None,
     include_not_ready: bool = False,
+    backends: bool = False,
 ) -> Resolution:
     """Find a Service with the default Discoverer (see ``Discoverer.discover``)."""
     return get_default_discoverer().discover(
@@ -371,6 +398,7 @@ def discover(
         port=port,
         timeout=timeout,
         include_not_ready=include_not_ready,
+        backends=backends,
     )
 
 
@@ -381,6 +409,7 @@ def watch(
     port: int | str | None = None,
     timeout: float | None = None,
     include_not_ready: bool = False,
+    backends: bool = False,
     callback: Callback | None = None,
     on_error: ErrorCallback | None = None,
 ) -> Watch:
@@ -391,6 +420,7 @@ def watch(
         port=port,
         timeout=timeout,
         include_not_ready=include_not_ready,
+        backends=backends,
         callback=callback,
         on_error=on_error,
     )

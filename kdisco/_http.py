@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 from collections.abc import Callable, Generator
 
 import attrs
@@ -24,6 +25,7 @@ from ._balancer import Balancer, Pick
 from ._exceptions import ConfigurationError, InvalidServiceName, PortNotFound, ServiceNotFound
 from ._models import Endpoint, Resolution
 from ._names import parse_query
+from ._settings import Settings, caller_topology
 
 #: Methods a retry cannot do harm with (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -158,6 +160,17 @@ class Tries:
             return False
         self._left -= 1
         return True
+
+
+def default_balancer(settings: Settings | None) -> Balancer:
+    """A round-robin Balancer that knows where this process runs (the discoverer's
+    settings, else this process's environment): a Service whose
+    ``trafficDistribution`` asks for it then keeps traffic in the zone or on the node."""
+    if settings is not None:
+        zone, node = settings.zone, settings.node
+    else:
+        (zone, node), _ = caller_topology(os.environ)
+    return Balancer(zone=zone, node=node)
 
 
 def check_retries(retries: object) -> int:

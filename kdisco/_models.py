@@ -96,6 +96,10 @@ class Endpoint:
     pod: str | None = None
     node: str | None = None
     zone: str | None = None
+    #: EndpointSlice topology hints: the zones (``hints.forZones``) and nodes
+    #: (``hints.forNodes``) whose clients this endpoint should serve.
+    zone_hints: tuple[str, ...] = ()
+    node_hints: tuple[str, ...] = ()
 
     @property
     def is_ipv6(self) -> bool:
@@ -181,6 +185,9 @@ class Resolution:
     #: True when a refresh failed and this is the last good answer, served within the
     #: Discoverer's maximum staleness; ``attempts`` then says why the refresh failed.
     stale: bool = False
+    #: The Service's ``spec.trafficDistribution`` (``PreferSameZone``,
+    #: ``PreferSameNode``, ``PreferClose``), where the source knows it (the api).
+    traffic_distribution: str | None = None
     #: Bookkeeping, not data: left out of equality, hashing, repr and pickling.
     _freshness: Freshness | None = attrs.field(
         default=None, eq=False, repr=False, alias="freshness"

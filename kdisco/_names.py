@@ -27,6 +27,9 @@ class Query:
     service: ServiceRef
     port: int | str | None = None
     include_not_ready: bool = False
+    #: The pods behind a ClusterIP (NodePort, LoadBalancer) Service rather than its
+    #: virtual IP; a headless Service's answer is its pods anyway.
+    backends: bool = False
 
     def describe_port(self) -> str:
         if self.port is None:
@@ -108,6 +111,7 @@ def parse_query(
     cluster_domain: str,
     port: object = None,
     include_not_ready: bool = False,
+    backends: bool = False,
 ) -> Query:
     """Turn ``name`` (``svc``, ``svc.ns``, ``svc.ns.svc``, ``svc.ns.svc.<domain>[.]``,
     each optionally ``:port``) and the keyword arguments into a ``Query``.
@@ -183,6 +187,8 @@ def parse_query(
 
     if not isinstance(include_not_ready, bool):
         raise InvalidServiceName("include_not_ready must be a bool")
+    if not isinstance(backends, bool):
+        raise InvalidServiceName("backends must be a bool")
 
     return Query(
         service=ServiceRef(
@@ -192,6 +198,7 @@ def parse_query(
         ),
         port=final_port,
         include_not_ready=include_not_ready,
+        backends=backends,
     )
 
 

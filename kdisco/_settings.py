@@ -139,6 +139,22 @@ def _cluster_domain(value: str, where: str) -> str:
         raise ConfigurationError(f"{where}: {exc}") from None
 
 
+def caller_topology(
+    env: Mapping[str, str],
+) -> tuple[tuple[str | None, str | None], dict[str, str]]:
+    """(zone, node) of this process from ``KDISCO_ZONE`` and ``KDISCO_NODE`` (else the
+    downward API's ``NODE_NAME``), and the variable each came from."""
+    found: dict[str, str] = {}
+    values: dict[str, str | None] = {"zone": None, "node": None}
+    for what, variables in (("zone", ("KDISCO_ZONE",)), ("node", ("KDISCO_NODE", "NODE_NAME"))):
+        for variable in variables:
+            value = env.get(variable, "").strip()
+            if value:
+                values[what], found[what] = value, variable
+                break
+    return (values["zone"], values["node"]), found
+
+
 def pod_namespace(
     environ: Mapping[str, str], serviceaccount_dir: str | os.PathLike[str]
 ) -> tuple[str, str] | None:
@@ -198,6 +214,10 @@ class Settings:
     #: The pod's own namespace (None outside a pod): what the kubelet's variables cover.
     pod_namespace: str | None
     environ: Mapping[str, str] = attrs.field(repr=False)
+    #: Where this process runs, for topology-aware balancing: ``KDISCO_ZONE``, and
+    #: ``KDISCO_NODE`` or the downward API's ``NODE_NAME``; None when not said.
+    zone: str | None = None
+    node: str | None = None
     clock: Clock = attrs.field(default=time.monotonic, repr=False)
     retry: RetryPolicy = attrs.Factory(RetryPolicy)
     cache: CachePolicy = attrs.Factory(CachePolicy)
@@ -328,6 +348,8 @@ class Settings:
             # A static map, when configured, answers first: that is its point.
             chosen = (("static",) if static_source is not None else ()) + DEFAULT_STRATEGIES
             sources["strategies"] = "default"
+        (zone, node), said = caller_topology(env)
+        sources.update(said)
 
         return cls(
             namespace=ns,
@@ -347,6 +369,8 @@ class Settings:
             cache=cache_policy,
             api_watch=watch_policy,
             sources=sources,
+            zone=zone,
+            node=node,
         )
 
 

@@ -36,12 +36,15 @@ def target(
     *,
     port: int | str | None = None,
     namespace: str | None = None,
+    backends: bool = False,
     discoverer: _discoverer.Discoverer | None = None,
 ) -> str:
     """A grpcio target naming every ready endpoint of Service ``name`` (see
-    ``target_for``), from ``discoverer`` (default: the one ``kdisco.discover()`` uses)."""
+    ``target_for``), from ``discoverer`` (default: the one ``kdisco.discover()`` uses).
+    ``backends=True``: the pods behind a ClusterIP Service (the api strategy lists
+    them), which is what a long-lived channel needs to spread its calls."""
     d = discoverer if discoverer is not None else _discoverer.get_default_discoverer()
-    return target_for(d.discover(name, port=port, namespace=namespace))
+    return target_for(d.discover(name, port=port, namespace=namespace, backends=backends))
 
 
 def target_for(res: _Resolution) -> str:
@@ -88,6 +91,7 @@ class ServiceChannel(_grpc.Channel):
         *,
         port: int | str | None = None,
         namespace: str | None = None,
+        backends: bool = False,
         discoverer: _discoverer.Discoverer | None = None,
         credentials: _grpc.ChannelCredentials | None = None,
         options: _abc.Sequence[tuple[str, _typing.Any]] = (),
@@ -100,9 +104,13 @@ class ServiceChannel(_grpc.Channel):
         self._lock = _threading.Lock()
         self._closed = False
         self._timers: list[_threading.Timer] = []
-        self.target = target_for(d.discover(name, port=port, namespace=namespace))
+        self.target = target_for(
+            d.discover(name, port=port, namespace=namespace, backends=backends)
+        )
         self._channel = self._make(self.target)
-        self._watch = d.watch(name, port=port, namespace=namespace, callback=self._changed)
+        self._watch = d.watch(
+            name, port=port, namespace=namespace, backends=backends, callback=self._changed
+        )
 
     def _make(self, address: str) -> _grpc.Channel:
         if self._credentials is None:

@@ -24,7 +24,7 @@ import typing as _typing
 
 import httpx as _httpx
 
-from . import _aio, _balancer, _discoverer, _http
+from . import _aio, _balancer, _discoverer, _http, _settings
 from ._exceptions import PortNotFound as _PortNotFound
 from ._exceptions import ServiceNotFound as _ServiceNotFound
 from ._models import Resolution as _Resolution
@@ -40,10 +40,13 @@ class _Common:
         balancer: _balancer.Balancer | None,
         retries: int,
         failure_statuses: _abc.Iterable[int],
+        backends: bool,
+        settings: _settings.Settings | None,
     ) -> None:
         self._retries = _http.check_retries(retries)
-        self.balancer = balancer if balancer is not None else _balancer.Balancer()
+        self.balancer = balancer if balancer is not None else _http.default_balancer(settings)
         self._failure_statuses = frozenset(failure_statuses)
+        self._backends = backends
 
     def _target(self, request: _httpx.Request, cluster_domain: str) -> _http.Target | None:
         url = request.url
@@ -83,7 +86,9 @@ class Transport(_Common, _httpx.BaseTransport):
     (default: round-robin with outlier ejection). ``retries``: retries of an
     idempotent request whose connection failed, each on another endpoint.
     ``failure_statuses``: response codes reported to the balancer as failures (e.g.
-    ``{502, 503}``; the response is returned either way). ``transport``: the
+    ``{502, 503}``; the response is returned either way). ``backends=True``: balance
+    over the pods behind a ClusterIP Service (listed by the api strategy) rather than
+    send everything to its virtual IP. ``transport``: the
     transport that sends (default ``httpx.HTTPTransport(**kwargs)``).
     """
 
@@ -94,10 +99,12 @@ class Transport(_Common, _httpx.BaseTransport):
         balancer: _balancer.Balancer | None = None,
         retries: int = 2,
         failure_statuses: _abc.Iterable[int] = (),
+        backends: bool = False,
         transport: _httpx.BaseTransport | None = None,
         **kwargs: _typing.Any,
     ) -> None:
-        super().__init__(balancer, retries, failure_statuses)
+        settings = None if discoverer is None else discoverer.settings
+        super().__init__(balancer, retries, failure_statuses, backends, settings)
         self._discoverer = discoverer
         self._inner = transport if transport is not None else _httpx.HTTPTransport(**kwargs)
 
@@ -107,7 +114,9 @@ class Transport(_Common, _httpx.BaseTransport):
         if target is None:
             return self._inner.handle_request(request)
         try:
-            res = _http.resolve_sync(target, lambda name, port: d.discover(name, port=port))
+            res = _http.resolve_sync(
+                target, lambda name, port: d.discover(name, port=port, backends=self._backends)
+            )
         except _ServiceNotFound:
             return self._inner.handle_request(request)  # not a Service here after all
         return self._send(request, target, res)
@@ -148,10 +157,12 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
         balancer: _balancer.Balancer | None = None,
         retries: int = 2,
         failure_statuses: _abc.Iterable[int] = (),
+        backends: bool = False,
         transport: _httpx.AsyncBaseTransport | None = None,
         **kwargs: _typing.Any,
     ) -> None:
-        super().__init__(balancer, retries, failure_statuses)
+        settings = None if discoverer is None else discoverer.settings
+        super().__init__(balancer, retries, failure_statuses, backends, settings)
         self._discoverer = discoverer
         self._inner = transport if transport is not None else _httpx.AsyncHTTPTransport(**kwargs)
 
@@ -161,7 +172,7 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
         if target is None:
             return await self._inner.handle_async_request(request)
         try:
-            res = await _resolve_async(target, d)
+            res = await _resolve_async(target, d, self._backends)
         except _ServiceNotFound:
             return await self._inner.handle_async_request(request)
         url, extensions = request.url, request.extensions
@@ -184,12 +195,16 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-async def _resolve_async(target: _http.Target, d: _aio.AsyncDiscoverer) -> _Resolution:
+async def _resolve_async(
+    target: _http.Target, d: _aio.AsyncDiscoverer, backends: bool
+) -> _Resolution:
     steps = _http.lookups(target)
     ask = next(steps)
     while True:
         try:
-            got: _Resolution | _PortNotFound = await d.discover(ask[0], port=ask[1])
+            got: _Resolution | _PortNotFound = await d.discover(
+                ask[0], port=ask[1], backends=backends
+            )
         except _PortNotFound as exc:
             got = exc
         try:

@@ -32,7 +32,7 @@ __all__ = ["Adapter"]
 class Adapter(_adapters.HTTPAdapter):
     """Mount on a ``requests.Session`` for ``http://`` and ``https://``.
 
-    ``discoverer``, ``balancer``, ``retries`` and ``failure_statuses`` as for
+    ``discoverer``, ``balancer``, ``retries``, ``failure_statuses`` and ``backends`` as for
     ``kdisco.httpx.Transport``; other keyword arguments go to ``HTTPAdapter``
     (``pool_maxsize``, ...). Its own ``max_retries`` stays 0: retrying the same
     address is what this adapter replaces.
@@ -45,14 +45,17 @@ class Adapter(_adapters.HTTPAdapter):
         balancer: _balancer.Balancer | None = None,
         retries: int = 2,
         failure_statuses: _abc.Iterable[int] = (),
+        backends: bool = False,
         **kwargs: _typing.Any,
     ) -> None:
         _http.check_retries(retries)
         super().__init__(**kwargs)
         self._discoverer = discoverer
-        self.balancer = balancer if balancer is not None else _balancer.Balancer()
+        settings = None if discoverer is None else discoverer.settings
+        self.balancer = balancer if balancer is not None else _http.default_balancer(settings)
         self._retries = retries
         self._failure_statuses = frozenset(failure_statuses)
+        self._backends = backends
         # The Service name each request in flight is for: TLS checks against it.
         self._tls_names: _weakref.WeakKeyDictionary[_requests.PreparedRequest, str] = (
             _weakref.WeakKeyDictionary()
@@ -69,7 +72,9 @@ class Adapter(_adapters.HTTPAdapter):
         if target is None:
             return super().send(request, *args, **kwargs)
         try:
-            res = _http.resolve_sync(target, lambda name, port: d.discover(name, port=port))
+            res = _http.resolve_sync(
+                target, lambda name, port: d.discover(name, port=port, backends=self._backends)
+            )
         except _ServiceNotFound:
             return super().send(request, *args, **kwargs)
         original, had_host = request.url, "Host" in request.headers

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
+import attrs
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -29,6 +30,7 @@ from kdisco import (
     Endpoint,
     Miss,
     Outcome,
+    Resolution,
     RetryPolicy,
     ServiceKind,
     ServicePort,
@@ -1042,3 +1044,20 @@ def test_a_malformed_reply_is_a_failure_of_that_server(
         garbage.close()
     assert isinstance(res, kdisco.Resolution), res
     assert [ep.host for ep in res] == ["10.96.0.20"]
+
+
+def test_backends_only_from_records_that_are_pods(server: DnsResponder, driver: Driver) -> None:
+    # backends=True wants pods: a headless Service's records are; one address could be
+    # a ClusterIP's virtual IP, so DNS leaves the question to the api strategy.
+    add_cluster_ip(server, "web", ipv4="10.96.0.20")
+    add_headless(server, "db", {"db-0": "10.1.0.5", "db-1": "10.1.0.6"})
+    strategy = strategy_for(server)
+    web = attrs.evolve(query("web", 80), backends=True)
+    db = attrs.evolve(query("db", 5432), backends=True)
+    refused = resolve(strategy, web, Deadline(3.0), driver)
+    assert isinstance(refused, Miss)
+    assert refused.outcome is Outcome.NOT_APPLICABLE
+    assert "not its pods" in refused.reason
+    pods = resolve(strategy, db, Deadline(3.0), driver)
+    assert isinstance(pods, Resolution)
+    assert sorted(ep.host for ep in pods) == ["10.1.0.5", "10.1.0.6"]

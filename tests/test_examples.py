@@ -26,3 +26,21 @@ def test_http_failover_example() -> None:
     assert served["payments-1"] < 10 < min(served["payments-0"], served["payments-2"])
     assert lines[2] == "Host header the pods saw: payments.billing"
     assert lines[3] == "payments-1 ejected: True"
+
+
+def test_grpc_spread_example() -> None:
+    # docs/grpc.md: calls spread over two, then three grpcio servers.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "grpc_spread.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    two, three = done.stdout.splitlines()
+    before = ast.literal_eval(two.removeprefix("two pods: "))
+    after = ast.literal_eval(three.removeprefix("three pods: "))
+    assert set(before) == {"payments-0", "payments-1"}
+    assert sum(before.values()) == 20
+    assert set(after) == {"payments-0", "payments-1", "payments-2"}
+    assert min(after.values()) >= 5  # round_robin: each pod its share

@@ -155,6 +155,7 @@ class ServiceInfo:
     cluster_ips: tuple[str, ...] = ()
     external_name: str = ""
     publish_not_ready: bool = False
+    traffic_distribution: str | None = None
 
     @classmethod
     def from_json(cls, svc: Json) -> ServiceInfo:
@@ -185,6 +186,7 @@ class ServiceInfo:
             cluster_ips=cluster_ips,
             external_name=external,
             publish_not_ready=bool(_bool(spec, "publishNotReadyAddresses", where)),
+            traffic_distribution=_str(spec, "trafficDistribution", where) or None,
         )
 
     def slice_port_name(self, wanted: int | str | None) -> str | None:
@@ -349,7 +351,8 @@ def finish(steps: Generator[None, None, _T]) -> _T:
 
 def answer_without_slices(query: Query, info: ServiceInfo) -> Resolution | Miss | None:
     """The answer when the Service alone gives it (ClusterIP, ExternalName, a port it
-    does not declare); None when it takes the slices (a headless Service).
+    does not declare); None when it takes the slices (a headless Service, or the
+    pods behind a ClusterIP when the query asks for ``backends``).
 
     A reader that must fetch the slices first (the direct reads) asks this whether
     to, so that the rule is written once.
@@ -378,11 +381,12 @@ def answer_without_slices(query: Query, info: ServiceInfo) -> Resolution | Miss 
             port=chosen,
             external_name=external,
             source="api",
+            traffic_distribution=info.traffic_distribution,
         )
     if not ok:
         return _no_port(query, ports)
 
-    if info.cluster_ips and info.cluster_ips != ("None",):
+    if info.cluster_ips and info.cluster_ips != ("None",) and not query.backends:
         return Resolution(
             service=service,
             kind=_KINDS.get(info.type, ServiceKind.UNKNOWN),
@@ -392,6 +396,7 @@ def answer_without_slices(query: Query, info: ServiceInfo) -> Resolution | Miss 
             ports=ports,
             port=chosen,
             source="api",
+            traffic_distribution=info.traffic_distribution,
         )
     return None
 
@@ -404,9 +409,11 @@ def chosen_port(query: Query, info: ServiceInfo) -> ServicePort | None:
 def answer_from_merged(
     query: Query, info: ServiceInfo, everything: tuple[Endpoint, ...], slice_count: int
 ) -> Resolution | Miss:
-    """A headless Service's answer from its slices, merged (``SliceMerge``), when
-    ``answer_without_slices`` gave None."""
+    """A headless Service's answer (or a ClusterIP Service's pods) from its slices,
+    merged (``SliceMerge``), when ``answer_without_slices`` gave None."""
     service = query.service
+    headless = not info.cluster_ips or info.cluster_ips == ("None",)
+    what = "headless Service" if headless else "Service (its pods)"
     chosen = chosen_port(query, info)
     if query.include_not_ready or info.publish_not_ready:
         endpoints = everything
@@ -420,14 +427,15 @@ def answer_from_merged(
             if slice_count
             else "no EndpointSlices"
         )
-        return Miss(Outcome.NO_READY_ENDPOINTS, f"headless Service {service}: {detail}")
+        return Miss(Outcome.NO_READY_ENDPOINTS, f"{what} {service}: {detail}")
     return Resolution(
         service=service,
-        kind=ServiceKind.HEADLESS,
+        kind=ServiceKind.HEADLESS if headless else _KINDS.get(info.type, ServiceKind.UNKNOWN),
         endpoints=endpoints,
         ports=info.ports,
         port=chosen,
         source="api",
+        traffic_distribution=info.traffic_distribution,
     )
 
 
@@ -503,8 +511,36 @@ ENDPOINT_FIELDS = (
     "pod",
     "node",
     "zone",
+    "zone_hints",
+    "node_hints",
 )
 _SETTERS = tuple(Endpoint.__dict__[name].__set__ for name in ENDPOINT_FIELDS)
+
+
+_NO_HINTS: tuple[str, ...] = ()
+#: Hint tuples, one object per distinct value (thousands of endpoints share a few).
+_HINT_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _hints(hints: object, key: str, where: str) -> tuple[str, ...]:
+    """``hints.forZones`` / ``hints.forNodes`` as a tuple of names."""
+    if not isinstance(hints, dict):
+        raise _bad(where, hints, "an object")
+    entries = hints.get(key)
+    if entries is None:
+        return _NO_HINTS
+    if not isinstance(entries, list):
+        raise _bad(f"{where}.{key}", entries, "a list")
+    names = []
+    for j, entry in enumerate(entries):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            raise _bad(f"{where}.{key}[{j}]", entry, 'an object with a "name"')
+        names.append(name)
+    found = tuple(names)
+    if len(_HINT_TUPLES) < 4096:
+        found = _HINT_TUPLES.setdefault(found, found)
+    return found
 
 
 _FAMILIES = {"IPv4": socket.AF_INET, "IPv6": socket.AF_INET6}
@@ -527,7 +563,19 @@ def _endpoints(
     family = _FAMILIES.get(address_type, _EITHER)
     check_ips = address_type != "FQDN"
     pton = socket.inet_pton
-    s_host, s_port, s_ready, s_serving, s_term, s_hostname, s_pod, s_node, s_zone = _SETTERS
+    (
+        s_host,
+        s_port,
+        s_ready,
+        s_serving,
+        s_term,
+        s_hostname,
+        s_pod,
+        s_node,
+        s_zone,
+        s_zone_hints,
+        s_node_hints,
+    ) = _SETTERS
     for i, raw in enumerate(raws):
         if not isinstance(raw, dict):
             raise _bad(f"{where}.endpoints[{i}]", raw, "an object")
@@ -572,6 +620,11 @@ def _endpoints(
             pod = hostname  # one string object for both (StatefulSets)
         node = _intern(node) if node else None
         zone = _intern(zone) if zone else None
+        hints = raw.get("hints")
+        zone_hints = node_hints = _NO_HINTS
+        if hints is not None:
+            zone_hints = _hints(hints, "forZones", f"{where}.endpoints[{i}].hints")
+            node_hints = _hints(hints, "forNodes", f"{where}.endpoints[{i}].hints")
         addresses = raw.get("addresses")
         if not isinstance(addresses, list):
             raise _bad(f"{where}.endpoints[{i}].addresses", addresses, "a list")
@@ -591,5 +644,7 @@ def _endpoints(
             s_pod(ep, pod)
             s_node(ep, node)
             s_zone(ep, zone)
+            s_zone_hints(ep, zone_hints)
+            s_node_hints(ep, node_hints)
             append(ep)
     return tuple(out)

@@ -126,8 +126,21 @@ class DnsStrategy:
                 "include_not_ready: cluster DNS publishes only ready endpoints",
             )
         if isinstance(query.port, str):
-            return (yield from self._lookup_named_port(query, query.port, deadline))
-        return (yield from self._lookup_addresses(query, deadline))
+            found = yield from self._lookup_named_port(query, query.port, deadline)
+        else:
+            found = yield from self._lookup_addresses(query, deadline)
+        if (
+            query.backends
+            and isinstance(found, Resolution)
+            and found.kind not in (ServiceKind.HEADLESS, ServiceKind.EXTERNAL_NAME)
+        ):
+            # A headless Service's records are its pods; a ClusterIP's is its
+            # virtual IP (one address could be either): the api strategy can tell.
+            return Miss(
+                Outcome.NOT_APPLICABLE,
+                f"backends: DNS gives {query.service.fqdn} as one address, not its pods",
+            )
+        return found
 
     # -- queries ---------------------------------------------------------------
 

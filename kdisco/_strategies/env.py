@@ -73,6 +73,11 @@ class EnvStrategy:
         if unavailable is not None:
             return Miss(Outcome.NOT_APPLICABLE, unavailable)
         service = query.service
+        if query.backends:
+            return Miss(
+                Outcome.NOT_APPLICABLE,
+                "backends: the kubelet's variables name a Service's ClusterIP, not its pods",
+            )
         if service.namespace != self._namespace:
             return Miss(
                 Outcome.NOT_APPLICABLE,

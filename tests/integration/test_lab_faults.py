@@ -53,7 +53,7 @@ MARGIN = 0.25
 #: Pause between one thread's calls (keeps the GIL available to the fault injector).
 PAUSE = 0.002
 #: How far an answer's age, read just after the call returned, may lag the call.
-AGE_SLACK = 0.05
+AGE_SLACK = MARGIN
 #: A fresh (not stale) answer shows a set that was current at most this long before
 #: the call began: DNS answers are kept for their TTL (1 s), watch events take ms.
 FRESH_LAG = 2.0

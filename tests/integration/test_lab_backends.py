@@ -1,0 +1,109 @@
+"""``backends=True`` against the real servers: a ClusterIP Service's pods from its
+EndpointSlices (kube-apiserver), and CoreDNS's records, which cannot tell them.
+
+Addresses are TEST-NET: resolved and compared, never connected to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import kdisco
+from kdisco import Outcome, ServiceKind
+from kdisco.aio import AsyncDiscoverer
+from lab.objects import Cluster, endpoint, port
+
+from .conftest import eventually
+
+
+@pytest.fixture(scope="module")
+def pay(cluster: Cluster) -> str:
+    ns = cluster.namespace("backends")
+    cluster.service(ns, "pay", ports=[port(80, "http", target=8080)])
+    cluster.endpoint_slice(
+        ns,
+        "pay",
+        "pay-a",
+        [
+            endpoint("192.0.2.31", pod="pay-0", node="node-1", zone="zone-a", namespace=ns),
+            endpoint("192.0.2.32", pod="pay-1", node="node-2", zone="zone-b", namespace=ns),
+            endpoint("192.0.2.33", ready=False, pod="pay-2", namespace=ns),
+        ],
+        ports=[port(8080, "http")],
+    )
+    return ns
+
+
+@pytest.mark.parametrize("watch", [False, True], ids=["direct", "watch-cache"])
+def test_the_pods_behind_a_cluster_ip(
+    lab_info: Any, cluster: Cluster, pay: str, watch: bool
+) -> None:
+    cluster_ip = cluster.read_service(pay, "pay")["spec"]["clusterIP"]
+    with kdisco.Discoverer(
+        strategies=["api"],
+        kubeconfig=str(lab_info.kubeconfig),
+        namespace=pay,
+        environ={},
+        api_watch=watch,
+    ) as d:
+        plain = d.discover("pay", port="http")
+        pods = d.discover("pay", port="http", backends=True)
+        from_async = asyncio.run(AsyncDiscoverer.wrap(d).discover("pay", backends=True))
+    assert [(ep.host, ep.port) for ep in plain] == [(cluster_ip, 80)]
+    assert pods.kind is ServiceKind.CLUSTER_IP
+    assert sorted((ep.host, ep.port, ep.pod, ep.zone) for ep in pods) == [
+        ("192.0.2.31", 8080, "pay-0", "zone-a"),
+        ("192.0.2.32", 8080, "pay-1", "zone-b"),
+    ]
+    assert sorted(ep.host for ep in from_async) == ["192.0.2.31", "192.0.2.32"]
+
+
+def test_the_chain_skips_dns_for_backends(lab_info: Any, pay: str) -> None:
+    with kdisco.Discoverer(
+        strategies=["dns", "api"],
+        dns_server=f"{lab_info.dns_host}:{lab_info.dns_port}",
+        kubeconfig=str(lab_info.kubeconfig),
+        namespace=pay,
+        environ={},
+    ) as d:
+        eventually(lambda: d.discover("pay", port="http"))  # CoreDNS has the Service
+        res = d.discover("pay", port="http", backends=True)
+    assert res.source == "api"
+    (dns_attempt,) = res.attempts
+    assert (dns_attempt.strategy, dns_attempt.outcome) == ("dns", Outcome.NOT_APPLICABLE)
+    assert sorted(ep.host for ep in res) == ["192.0.2.31", "192.0.2.32"]
+
+
+def test_traffic_distribution_and_hints_reach_the_balancer(lab_info: Any, cluster: Cluster) -> None:
+    # kube-apiserver 1.35 keeps trafficDistribution and both kinds of hints; the
+    # balancer then keeps a zone-a caller on what the hints give zone-a.
+    ns = cluster.namespace("topology")
+    cluster.service(ns, "near", headless=True, ports=[port(80, "http")])
+    cluster.core.patch_namespaced_service(
+        "near", ns, {"spec": {"trafficDistribution": "PreferSameZone"}}
+    )
+    a, b, c = (
+        endpoint("192.0.2.41", zone="zone-a", node="node-1"),
+        endpoint("192.0.2.42", zone="zone-b", node="node-2"),
+        endpoint("192.0.2.43", zone="zone-b", node="node-3"),
+    )
+    a["hints"] = {"forZones": [{"name": "zone-a"}], "forNodes": [{"name": "node-1"}]}
+    b["hints"] = {"forZones": [{"name": "zone-a"}, {"name": "zone-b"}]}
+    c["hints"] = {"forZones": [{"name": "zone-b"}]}
+    cluster.endpoint_slice(ns, "near", "near-a", [a, b, c], ports=[port(80, "http")])
+    with kdisco.Discoverer(
+        strategies=["api"], kubeconfig=str(lab_info.kubeconfig), namespace=ns, environ={}
+    ) as d:
+        res = d.discover("near", port="http")
+    assert res.traffic_distribution == "PreferSameZone"
+    hints = {ep.host: (ep.zone_hints, ep.node_hints) for ep in res}
+    assert hints == {
+        "192.0.2.41": (("zone-a",), ("node-1",)),
+        "192.0.2.42": (("zone-a", "zone-b"), ()),
+        "192.0.2.43": (("zone-b",), ()),
+    }
+    lb = kdisco.Balancer(zone="zone-a")
+    assert {lb.pick(res).host for _ in range(40)} == {"192.0.2.41", "192.0.2.42"}
