@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import os
+import threading
 from collections.abc import Callable, Generator
 
 import attrs
 
 from ._balancer import Balancer, Pick
+from ._deadline import Deadline
 from ._exceptions import ConfigurationError, InvalidServiceName, PortNotFound, ServiceNotFound
 from ._models import Endpoint, Resolution
 from ._names import parse_query
-from ._settings import Settings, caller_topology
+from ._settings import Settings
 
 #: Methods a retry cannot do harm with (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -162,15 +163,45 @@ class Tries:
         return True
 
 
-def default_balancer(settings: Settings | None) -> Balancer:
-    """A round-robin Balancer that knows where this process runs (the discoverer's
-    settings, else this process's environment): a Service whose
-    ``trafficDistribution`` asks for it then keeps traffic in the zone or on the node."""
-    if settings is not None:
-        zone, node = settings.zone, settings.node
-    else:
-        (zone, node), _ = caller_topology(os.environ)
+def default_balancer(settings: Settings, strategies: tuple[object, ...]) -> Balancer:
+    """A round-robin Balancer that knows where this process runs, so that a Service
+    whose ``trafficDistribution`` asks for it keeps traffic in the zone or on the
+    node: ``KDISCO_ZONE`` / ``KDISCO_NODE`` / ``NODE_NAME`` (the settings), else the
+    zone label of this node, read by the api strategy when it may (one GET, at most a
+    second, made once when the integration makes its first request)."""
+    zone, node = settings.zone, settings.node
+    if zone is None and node is not None:
+        for strategy in strategies:
+            read = getattr(strategy, "node_zone", None)
+            if callable(read):
+                found = read(node, Deadline(1.0))
+                if isinstance(found, str):
+                    zone = found
+                    break
     return Balancer(zone=zone, node=node)
+
+
+class Balancing:
+    """The Balancer an integration uses: the one given, or a default one made on
+    first use from the discoverer it first serves (see ``default_balancer``)."""
+
+    def __init__(self, given: Balancer | None) -> None:
+        self._balancer = given
+        self._lock = threading.Lock()
+
+    def get(self, settings: Settings, strategies: tuple[object, ...]) -> Balancer:
+        balancer = self._balancer
+        if balancer is not None:
+            return balancer
+        with self._lock:
+            if self._balancer is None:
+                self._balancer = default_balancer(settings, strategies)
+            return self._balancer
+
+    @property
+    def ready(self) -> Balancer | None:
+        """The Balancer if there is one yet (made without a lookup)."""
+        return self._balancer
 
 
 def check_retries(retries: object) -> int:

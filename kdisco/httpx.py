@@ -19,12 +19,13 @@ sees changes). Other hosts pass through untouched. See docs/http.md.
 
 from __future__ import annotations
 
+import asyncio as _asyncio
 import collections.abc as _abc
 import typing as _typing
 
 import httpx as _httpx
 
-from . import _aio, _balancer, _discoverer, _http, _settings
+from . import _aio, _balancer, _discoverer, _http
 from ._exceptions import PortNotFound as _PortNotFound
 from ._exceptions import ServiceNotFound as _ServiceNotFound
 from ._models import Resolution as _Resolution
@@ -41,10 +42,9 @@ class _Common:
         retries: int,
         failure_statuses: _abc.Iterable[int],
         backends: bool,
-        settings: _settings.Settings | None,
     ) -> None:
         self._retries = _http.check_retries(retries)
-        self.balancer = balancer if balancer is not None else _http.default_balancer(settings)
+        self._balancing = _http.Balancing(balancer)
         self._failure_statuses = frozenset(failure_statuses)
         self._backends = backends
 
@@ -103,8 +103,7 @@ class Transport(_Common, _httpx.BaseTransport):
         transport: _httpx.BaseTransport | None = None,
         **kwargs: _typing.Any,
     ) -> None:
-        settings = None if discoverer is None else discoverer.settings
-        super().__init__(balancer, retries, failure_statuses, backends, settings)
+        super().__init__(balancer, retries, failure_statuses, backends)
         self._discoverer = discoverer
         self._inner = transport if transport is not None else _httpx.HTTPTransport(**kwargs)
 
@@ -119,13 +118,23 @@ class Transport(_Common, _httpx.BaseTransport):
             )
         except _ServiceNotFound:
             return self._inner.handle_request(request)  # not a Service here after all
-        return self._send(request, target, res)
+        return self._send(request, target, res, self._balancing.get(d.settings, d.strategies))
+
+    @property
+    def balancer(self) -> _balancer.Balancer:
+        """The Balancer in use (the default one is made on the first request)."""
+        d = self._discoverer or _discoverer.get_default_discoverer()
+        return self._balancing.get(d.settings, d.strategies)
 
     def _send(
-        self, request: _httpx.Request, target: _http.Target, res: _Resolution
+        self,
+        request: _httpx.Request,
+        target: _http.Target,
+        res: _Resolution,
+        balancer: _balancer.Balancer,
     ) -> _httpx.Response:
         url, extensions = request.url, request.extensions
-        tries = _http.Tries(self.balancer, res, request.method, self._retries)
+        tries = _http.Tries(balancer, res, request.method, self._retries)
         while True:
             pick = tries.next()
             self._point(request, target, pick)
@@ -161,8 +170,7 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
         transport: _httpx.AsyncBaseTransport | None = None,
         **kwargs: _typing.Any,
     ) -> None:
-        settings = None if discoverer is None else discoverer.settings
-        super().__init__(balancer, retries, failure_statuses, backends, settings)
+        super().__init__(balancer, retries, failure_statuses, backends)
         self._discoverer = discoverer
         self._inner = transport if transport is not None else _httpx.AsyncHTTPTransport(**kwargs)
 
@@ -175,8 +183,12 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
             res = await _resolve_async(target, d, self._backends)
         except _ServiceNotFound:
             return await self._inner.handle_async_request(request)
+        balancer = self._balancing.ready
+        if balancer is None:
+            # Made once; it may ask the API for this node's zone: off the loop.
+            balancer = await _asyncio.to_thread(self._balancing.get, d.settings, d.strategies)
         url, extensions = request.url, request.extensions
-        tries = _http.Tries(self.balancer, res, request.method, self._retries)
+        tries = _http.Tries(balancer, res, request.method, self._retries)
         while True:
             pick = tries.next()
             self._point(request, target, pick)
@@ -190,6 +202,15 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
                 request.url, request.extensions = url, extensions
             _http.judge(response.status_code, pick, self._failure_statuses)
             return response
+
+    @property
+    def balancer(self) -> _balancer.Balancer:
+        """The Balancer in use (the default one is made on the first request)."""
+        ready = self._balancing.ready
+        if ready is not None:
+            return ready
+        d = self._discoverer.sync if self._discoverer else _discoverer.get_default_discoverer()
+        return self._balancing.get(d.settings, d.strategies)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -51,8 +51,7 @@ class Adapter(_adapters.HTTPAdapter):
         _http.check_retries(retries)
         super().__init__(**kwargs)
         self._discoverer = discoverer
-        settings = None if discoverer is None else discoverer.settings
-        self.balancer = balancer if balancer is not None else _http.default_balancer(settings)
+        self._balancing = _http.Balancing(balancer)
         self._retries = retries
         self._failure_statuses = frozenset(failure_statuses)
         self._backends = backends
@@ -80,7 +79,8 @@ class Adapter(_adapters.HTTPAdapter):
         original, had_host = request.url, "Host" in request.headers
         if not had_host:
             request.headers["Host"] = url.netloc or ""
-        tries = _http.Tries(self.balancer, res, request.method or "GET", self._retries)
+        balancer = self._balancing.get(d.settings, d.strategies)
+        tries = _http.Tries(balancer, res, request.method or "GET", self._retries)
         try:
             while True:
                 pick = tries.next()
@@ -102,6 +102,12 @@ class Adapter(_adapters.HTTPAdapter):
             self._tls_names.pop(request, None)
             if not had_host:
                 del request.headers["Host"]
+
+    @property
+    def balancer(self) -> _balancer.Balancer:
+        """The Balancer in use (the default one is made on the first request)."""
+        d = self._discoverer or _discoverer.get_default_discoverer()
+        return self._balancing.get(d.settings, d.strategies)
 
     def build_connection_pool_key_attributes(
         self, request: _requests.PreparedRequest, verify: _typing.Any, cert: _typing.Any = None

@@ -44,3 +44,18 @@ def test_grpc_spread_example() -> None:
     assert sum(before.values()) == 20
     assert set(after) == {"payments-0", "payments-1", "payments-2"}
     assert min(after.values()) >= 5  # round_robin: each pod its share
+
+
+def test_fastapi_checkout_example() -> None:
+    # docs/http.md: a FastAPI application calling payments.billing through
+    # kdisco.httpx.AsyncTransport, balanced over two local pods.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "fastapi_checkout.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    replies = [ast.literal_eval(line) for line in done.stdout.splitlines()]
+    assert len(replies) == 4
+    assert sorted(r["charged_by"] for r in replies) == ["payments-0"] * 2 + ["payments-1"] * 2

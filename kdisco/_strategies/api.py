@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import attrs
 
 from kdisco._attempts import Outcome
 from kdisco._deadline import Clock, Deadline
-from kdisco._exceptions import TransientError
+from kdisco._exceptions import AccessDenied, ConfigurationError, TransientError
 from kdisco._forksafe import after_fork_in_child
 from kdisco._k8s.client import KubeClient, What, continue_token, parse_list, parse_object
 from kdisco._k8s.informer import WatchCache
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from kdisco._k8s.aioclient import AsyncKubeClient, LoopClients
 
 _SLICE_PAGE = 500
+#: The well-known label a Node's zone is published in.
+ZONE_LABEL = "topology.kubernetes.io/zone"
 #: Slices per page for asyncio callers. A page is parsed on the event loop one slice
 #: at a time (``PAUSE`` between), but its body is read and decoded whole: 50 slices
 #: of 100 endpoints are ~1 MB, well under a millisecond of copying.
@@ -272,6 +275,24 @@ class ApiStrategy:
         assert self._watch is not None
         problem = self._watch.problem(query.service.namespace) or "first list not done"
         return TransientError(f"{exc}; watch cache not synced: {problem}")
+
+    def node_zone(self, node: str, deadline: Deadline) -> str | None:
+        """The ``topology.kubernetes.io/zone`` label of Node ``node``, or None when it
+        has none or cannot be read (reading Nodes takes a ClusterRole: ``get`` on
+        ``nodes``; most applications have none, and then say ``KDISCO_ZONE``)."""
+        if self._not_applicable is not None:
+            return None
+        try:
+            client = self._api_client(deadline)
+            found = client.get_json(
+                f"/api/v1/nodes/{quote(node, safe='')}", (), deadline, ("get", "nodes", "")
+            )
+        except (TransientError, AccessDenied, ConfigurationError):
+            return None
+        meta = found.get("metadata") if isinstance(found, dict) else None
+        labels = meta.get("labels") if isinstance(meta, dict) else None
+        zone = labels.get(ZONE_LABEL) if isinstance(labels, dict) else None
+        return zone if isinstance(zone, str) and zone else None
 
     def _direct(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         """GET the Service, then LIST its slices when headless (``direct_read``)."""

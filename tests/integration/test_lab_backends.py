@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 import kdisco
 from kdisco import Outcome, ServiceKind
+from kdisco._http import default_balancer
 from kdisco.aio import AsyncDiscoverer
 from lab.objects import Cluster, endpoint, port
 
@@ -107,3 +109,35 @@ def test_traffic_distribution_and_hints_reach_the_balancer(lab_info: Any, cluste
     }
     lb = kdisco.Balancer(zone="zone-a")
     assert {lb.pick(res).host for _ in range(40)} == {"192.0.2.41", "192.0.2.42"}
+
+
+def test_the_callers_zone_from_its_nodes_label(lab_info: Any, cluster: Cluster, creds: Any) -> None:
+    # NODE_NAME (the downward API) names the node; the api strategy reads its zone
+    # label when it may. A ServiceAccount without a ClusterRole for nodes may not.
+    name = "kdisco-lab-node-1"
+    body: Any = {"metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": "zone-a"}}}
+    try:
+        cluster.core.create_node(body)
+    except Exception as exc:  # already there from an earlier run on this lab
+        if "AlreadyExists" not in str(exc):
+            raise
+    admin = kdisco.Discoverer(
+        strategies=["api"],
+        kubeconfig=str(lab_info.kubeconfig),
+        namespace="default",
+        environ={"NODE_NAME": name},
+    )
+    in_pod = kdisco.Discoverer(
+        strategies=["api"],
+        environ={
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(urlsplit(lab_info.apiserver_url).port),
+            "KDISCO_SERVICEACCOUNT_DIR": str(creds),
+            "NODE_NAME": name,
+        },
+    )
+    with admin, in_pod:
+        assert default_balancer(admin.settings, admin.strategies).topology.zone == "zone-a"
+        # 403 on nodes: no zone, and no error either.
+        assert default_balancer(in_pod.settings, in_pod.strategies).topology.zone is None
+        assert default_balancer(in_pod.settings, in_pod.strategies).topology.node == name
