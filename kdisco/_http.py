@@ -17,12 +17,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 import threading
+import time
 from collections.abc import Callable, Generator
 
 import attrs
 
 from ._balancer import Balancer, Pick
-from ._deadline import Deadline
+from ._deadline import Clock, Deadline
 from ._exceptions import ConfigurationError, InvalidServiceName, PortNotFound, ServiceNotFound
 from ._models import Endpoint, Resolution
 from ._names import parse_query
@@ -179,6 +180,32 @@ def default_balancer(settings: Settings, strategies: tuple[object, ...]) -> Bala
                     zone = found
                     break
     return Balancer(zone=zone, node=node)
+
+
+class NotServices:
+    """Hosts that looked like Service names but were none (``example.com`` has the
+    ``svc.ns`` shape): remembered for ``ttl`` seconds so that each request to them
+    does not ask the cluster again. Bounded; thread-safe."""
+
+    def __init__(self, ttl: float = 30.0, size: int = 1024, clock: Clock = time.monotonic) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._clock = clock
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, target: Target) -> bool:
+        until = self._until.get(target.name)
+        return until is not None and self._clock() < until
+
+    def add(self, target: Target) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._until) >= self._size:
+                self._until = {k: v for k, v in self._until.items() if v > now}
+                if len(self._until) >= self._size:
+                    self._until.pop(next(iter(self._until)))
+            self._until[target.name] = now + self._ttl
 
 
 class Balancing:

@@ -45,6 +45,7 @@ class _Common:
     ) -> None:
         self._retries = _http.check_retries(retries)
         self._balancing = _http.Balancing(balancer)
+        self._not_services = _http.NotServices()
         self._failure_statuses = frozenset(failure_statuses)
         self._backends = backends
 
@@ -110,13 +111,14 @@ class Transport(_Common, _httpx.BaseTransport):
     def handle_request(self, request: _httpx.Request) -> _httpx.Response:
         d = self._discoverer or _discoverer.get_default_discoverer()
         target = self._target(request, d.cluster_domain)
-        if target is None:
+        if target is None or target in self._not_services:
             return self._inner.handle_request(request)
         try:
             res = _http.resolve_sync(
                 target, lambda name, port: d.discover(name, port=port, backends=self._backends)
             )
         except _ServiceNotFound:
+            self._not_services.add(target)
             return self._inner.handle_request(request)  # not a Service here after all
         return self._send(request, target, res, self._balancing.get(d.settings, d.strategies))
 
@@ -177,11 +179,12 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: _httpx.Request) -> _httpx.Response:
         d = self._discoverer or await _aio.default_discoverer()
         target = self._target(request, d.sync.cluster_domain)
-        if target is None:
+        if target is None or target in self._not_services:
             return await self._inner.handle_async_request(request)
         try:
             res = await _resolve_async(target, d, self._backends)
         except _ServiceNotFound:
+            self._not_services.add(target)
             return await self._inner.handle_async_request(request)
         balancer = self._balancing.ready
         if balancer is None:

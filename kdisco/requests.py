@@ -52,6 +52,7 @@ class Adapter(_adapters.HTTPAdapter):
         super().__init__(**kwargs)
         self._discoverer = discoverer
         self._balancing = _http.Balancing(balancer)
+        self._not_services = _http.NotServices()
         self._retries = retries
         self._failure_statuses = frozenset(failure_statuses)
         self._backends = backends
@@ -68,13 +69,14 @@ class Adapter(_adapters.HTTPAdapter):
         target = _http.target_of(
             url.scheme or "http", url.host or "", url.port, cluster_domain=d.cluster_domain
         )
-        if target is None:
+        if target is None or target in self._not_services:
             return super().send(request, *args, **kwargs)
         try:
             res = _http.resolve_sync(
                 target, lambda name, port: d.discover(name, port=port, backends=self._backends)
             )
         except _ServiceNotFound:
+            self._not_services.add(target)
             return super().send(request, *args, **kwargs)
         original, had_host = request.url, "Host" in request.headers
         if not had_host:

@@ -211,3 +211,26 @@ def test_the_async_transport_spreads_and_fails_over(three: list[Pod]) -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(kdisco.ConfigurationError, match="retries"):
         kdisco.httpx.Transport(retries=-1)
+
+
+def test_a_host_that_is_no_service_is_asked_about_once() -> None:
+    # example.com has the shape of svc.ns: asked once, then remembered for a while.
+    asked: list[str] = []
+
+    class Counting(FakeResolver):
+        def lookup(
+            self, query: kdisco.Query, deadline: kdisco.Deadline
+        ) -> kdisco.Resolution | kdisco.Miss:
+            asked.append(str(query.service))
+            return super().lookup(query, deadline)
+
+    d = kdisco.Discoverer(
+        strategies=[Counting({})], namespace="default", environ={}, resolv_conf="/nonexistent"
+    )
+    transport = kdisco.httpx.Transport(
+        d, transport=httpx.MockTransport(lambda r: httpx.Response(204))
+    )
+    with httpx.Client(transport=transport) as client:
+        for _ in range(3):
+            assert client.get("http://example.com/").status_code == 204
+    assert asked == ["example.com"]
