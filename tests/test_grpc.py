@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
@@ -113,3 +114,16 @@ def test_service_channel_follows_the_pods_without_dropping_calls(
         assert served == {b"pod-1", b"pod-2"}
         assert channel.target.count(",") == 1
     assert not [t for t in threading.enumerate() if t.name.startswith("kdisco-watch")]
+
+
+def test_the_target_serves_grpc_aio_too(grpc_pods: list[GrpcPod]) -> None:
+    d = discoverer(FakeResolver({"pay": [p.address for p in grpc_pods]}))
+    target = kdisco.grpc.target("pay", discoverer=d)
+
+    async def main() -> set[bytes]:
+        async with grpc.aio.insecure_channel(target, options=kdisco.grpc.ROUND_ROBIN) as channel:
+            who: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
+            await channel.channel_ready()
+            return {await who(b"", timeout=5) for _ in range(30)}
+
+    assert asyncio.run(main()) == {b"pod-0", b"pod-1", b"pod-2"}
