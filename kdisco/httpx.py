@@ -53,6 +53,19 @@ class _Common:
         url = request.url
         return _http.target_of(url.scheme, url.host, url.port, cluster_domain=cluster_domain)
 
+    def _tracked(self, response: _httpx.Response, pick: _balancer.Pick) -> _httpx.Response:
+        statuses = self._failure_statuses
+        status = response.status_code
+
+        def done(ok: bool) -> None:
+            if ok:
+                _http.judge(status, pick, statuses)
+            else:
+                pick.failed()
+
+        response.stream = _TrackedStream(response.stream, done)
+        return response
+
     def _point(self, request: _httpx.Request, target: _http.Target, pick: _balancer.Pick) -> None:
         ep = pick.endpoint
         request.url = _at(request.url, ep.host, _http.port_of(ep, target))
@@ -77,6 +90,44 @@ def _at(url: _httpx.URL, host: str, port: int) -> _httpx.URL:
     moved = _httpx.URL.__new__(_httpx.URL)
     moved._uri_reference = replace(host=host, port=port)
     return moved
+
+
+class _TrackedStream(_httpx.SyncByteStream, _httpx.AsyncByteStream):
+    """A response body that reports the request's outcome when it is closed: the
+    request is in flight (for ``PowerOfTwo`` and ``LeastResponseTime``) until its body
+    is read, and a body cut short is the endpoint's failure."""
+
+    def __init__(self, stream: _typing.Any, done: _abc.Callable[[bool], None]) -> None:
+        self._stream = stream
+        self._done = done
+        self._ok = True
+
+    def __iter__(self) -> _abc.Iterator[bytes]:
+        try:
+            yield from self._stream
+        except Exception:
+            self._ok = False
+            raise
+
+    async def __aiter__(self) -> _abc.AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except Exception:
+            self._ok = False
+            raise
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._done(self._ok)
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._done(self._ok)
 
 
 class Transport(_Common, _httpx.BaseTransport):
@@ -149,8 +200,7 @@ class Transport(_Common, _httpx.BaseTransport):
             finally:
                 # What the caller sees (response.request, redirects) names the Service.
                 request.url, request.extensions = url, extensions
-            _http.judge(response.status_code, pick, self._failure_statuses)
-            return response
+            return self._tracked(response, pick)
 
     def close(self) -> None:
         self._inner.close()
@@ -203,8 +253,7 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
                 raise
             finally:
                 request.url, request.extensions = url, extensions
-            _http.judge(response.status_code, pick, self._failure_statuses)
-            return response
+            return self._tracked(response, pick)
 
     @property
     def balancer(self) -> _balancer.Balancer:

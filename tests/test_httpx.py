@@ -234,3 +234,17 @@ def test_a_host_that_is_no_service_is_asked_about_once() -> None:
         for _ in range(3):
             assert client.get("http://example.com/").status_code == 204
     assert asked == ["example.com"]
+
+
+def test_a_request_is_in_flight_until_its_body_is_read(three: list[Pod]) -> None:
+    d = discoverer({"payments.billing": [three[0].address]})
+    transport = kdisco.httpx.Transport(d)
+    pod = kdisco.Endpoint(host="127.0.0.1", port=three[0].port)
+    with httpx.Client(transport=transport) as client:
+        with client.stream("GET", "http://payments.billing/") as response:
+            assert transport.balancer.health(pod).in_flight == 1
+            response.read()
+        assert transport.balancer.health(pod).in_flight == 0
+        client.get("http://payments.billing/")
+        assert transport.balancer.health(pod).in_flight == 0
+    assert transport.balancer.health(pod).consecutive_failures == 0
