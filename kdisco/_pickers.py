@@ -21,7 +21,8 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from math import exp
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ._exceptions import ConfigurationError
@@ -93,6 +94,39 @@ class Picker(Protocol):
         ...
 
 
+class _Figures(Protocol):
+    """One endpoint's figures as the ``Balancer`` keeps them (read without its lock)."""
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def ewma(self) -> float | None: ...
+
+    @property
+    def ewma_at(self) -> float: ...
+
+
+class _Aligned(Stats, Protocol):
+    """The ``Stats`` a ``Balancer`` hands the built-in pickers, with a faster way in.
+
+    ``states[i]`` is the figures of ``candidates[i]``; ``latency(ep)`` is ``ewma``
+    faded by ``clock() - ewma_at`` over ``tau``. ``cursor``: ``RoundRobin``'s place for
+    this candidate set (None until it sets it).
+    """
+
+    cursor: _Cursor | None
+
+    @property
+    def states(self) -> Sequence[_Figures]: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def tau(self) -> float: ...
+
+
 def _make_rng(seed: int | None) -> random.Random:
     # random is imported by processes that balance, not by every ``import kdisco``.
     import random
@@ -103,12 +137,14 @@ def _make_rng(seed: int | None) -> random.Random:
 class _Cursor:
     """A group's turn: candidate ``(start + next(turns)) % len(candidates)`` is next."""
 
-    __slots__ = ("candidates", "start", "turns")
+    __slots__ = ("candidates", "retired", "start", "turns")
 
     def __init__(self, candidates: Sequence[Endpoint], start: int) -> None:
         self.candidates = candidates
         self.start = start
         self.turns = itertools.count()
+        #: No longer the group's cursor (replaced or evicted): views holding it look again.
+        self.retired = False
 
 
 def _identity(ep: Endpoint) -> tuple[str, int | None]:
@@ -142,6 +178,19 @@ class RoundRobin:
         # share a turn. (A free-threaded build may repeat one: less even, never wrong.)
         return candidates[(cursor.start + next(cursor.turns)) % len(candidates)]
 
+    def _choose_aligned(
+        self, candidates: Sequence[Endpoint], key: Key | None, stats: _Aligned
+    ) -> Endpoint:
+        """``choose()``, with the cursor remembered on the balancer's view: no lookup by
+        group (hashing a Service and port costs more than the rest of a turn)."""
+        cursor = stats.cursor
+        if cursor is None or cursor.retired or cursor.candidates is not candidates:
+            cursor = self._cursors.get(stats.group)
+            if cursor is None or cursor.candidates is not candidates:
+                cursor = self._rebase(stats.group, candidates)
+            stats.cursor = cursor
+        return candidates[(cursor.start + next(cursor.turns)) % len(candidates)]
+
     def _rebase(self, group: Hashable, candidates: Sequence[Endpoint]) -> _Cursor:
         """A cursor over new candidates that goes on with the first endpoint, from the
         one that was next, still among them: O(n), once per change of the candidates."""
@@ -168,7 +217,9 @@ class RoundRobin:
                     start = self._rng.randrange(n)
             cursor = _Cursor(candidates, start)
             if group not in self._cursors and len(self._cursors) >= _MAX_GROUPS:
-                del self._cursors[next(iter(self._cursors))]
+                self._cursors.pop(next(iter(self._cursors))).retired = True
+            if old is not None:
+                old.retired = True
             self._cursors[group] = cursor
             return cursor
 
@@ -213,6 +264,21 @@ class PowerOfTwo:
         a, b = candidates[i], candidates[j + 1 if j >= i else j]
         in_flight = stats.in_flight
         return a if in_flight(a) <= in_flight(b) else b
+
+    def _choose_aligned(
+        self, candidates: Sequence[Endpoint], key: Key | None, stats: _Aligned
+    ) -> Endpoint:
+        """``choose()`` reading the two draws' figures directly (the same draws)."""
+        n = len(candidates)
+        if n == 1:
+            return candidates[0]
+        random = self._random
+        i = int(random() * n)
+        j = int(random() * (n - 1))
+        if j >= i:
+            j += 1
+        states = stats.states
+        return candidates[i] if states[i].in_flight <= states[j].in_flight else candidates[j]
 
 
 class LeastResponseTime:
@@ -259,6 +325,37 @@ class LeastResponseTime:
             if cost_a != cost_b:
                 return a if cost_a < cost_b else b
         return a if fa <= fb else b
+
+    def _choose_aligned(
+        self, candidates: Sequence[Endpoint], key: Key | None, stats: _Aligned
+    ) -> Endpoint:
+        """``choose()`` reading the two draws' figures directly (the same draws, the
+        same decision). Latencies are faded only when both are known: when one is not,
+        it is taken to be the other, and the costs compare as the in-flight counts do."""
+        n = len(candidates)
+        if n == 1:
+            return candidates[0]
+        random = self._random
+        i = int(random() * n)
+        j = int(random() * (n - 1))
+        if j >= i:
+            j += 1
+        states = stats.states
+        sa, sb = states[i], states[j]
+        fa, fb = sa.in_flight, sb.in_flight
+        la, lb = sa.ewma, sb.ewma
+        if la is not None and lb is not None:
+            now, tau = stats.clock(), stats.tau
+            idle = now - sa.ewma_at
+            if idle > 0:
+                la = la * exp(-idle / tau)
+            idle = now - sb.ewma_at
+            if idle > 0:
+                lb = lb * exp(-idle / tau)
+            cost_a, cost_b = la * (fa + 1), lb * (fb + 1)
+            if cost_a != cost_b:
+                return candidates[i] if cost_a < cost_b else candidates[j]
+        return candidates[i] if fa <= fb else candidates[j]
 
 
 _M64 = (1 << 64) - 1

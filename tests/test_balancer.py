@@ -753,3 +753,33 @@ def test_after_a_fork_nothing_is_in_flight() -> None:
         pick.succeeded()  # the parent's request ending does not touch the child's count
         assert lb.health(pick.endpoint).in_flight == 1
     assert lb.health(pick.endpoint).in_flight == 0
+
+
+@pytest.mark.parametrize("make", [PowerOfTwo, LeastResponseTime, RoundRobin])
+def test_built_in_pickers_decide_as_their_public_choose_does(make: type) -> None:
+    """The balancer's fast path for the built-ins (figures read directly) picks what
+    ``choose(candidates, key, stats)`` picks, with ejections, latencies and in flight."""
+    clock = FakeClock()
+    fast = Balancer(clock=clock, picker=make(seed=3))
+    slow = Balancer(clock=clock, picker=make(seed=3))
+    slow._choose = slow._picker.choose  # the generic path, through Stats
+    res = answer(eps(8))
+    rng = random.Random(5)
+    held: list[Pick] = []
+    for ep in res.endpoints[1:6]:
+        for lb in (fast, slow):
+            lb.report(ep, ok=True, seconds=0.01 + 0.01 * res.endpoints.index(ep))
+    for step in range(400):
+        if step == 100:
+            for lb in (fast, slow):
+                for _ in range(5):
+                    lb.report(res.endpoints[2], ok=False)
+        a, b = fast.choose(res), slow.choose(res)
+        assert a.endpoint == b.endpoint
+        held.append(a)
+        held.append(b)
+        if len(held) > 12:
+            k = rng.randrange(len(held) // 2) * 2
+            held.pop(k).succeeded()
+            held.pop(k).succeeded()
+        clock.advance(rng.random())
