@@ -39,12 +39,12 @@ from ._forksafe import after_fork_in_child
 from ._models import Clock, Endpoint, Resolution
 from ._pickers import (
     DEFAULT_DECAY,
+    Cursor,
     Key,
     LeastResponseTime,
     Picker,
     PowerOfTwo,
     RoundRobin,
-    _Cursor,
 )
 from ._validation import as_policy, check_non_negative, check_positive_int
 
@@ -173,7 +173,7 @@ class _View:
         self.states = aligned
         self.clock = clock
         self.tau = tau
-        self.cursor: _Cursor | None = None
+        self.cursor: Cursor | None = None
         get = states.get
 
         def in_flight(endpoint: Endpoint) -> int:

@@ -115,7 +115,7 @@ class _Aligned(Stats, Protocol):
     this candidate set (None until it sets it).
     """
 
-    cursor: _Cursor | None
+    cursor: Cursor | None
 
     @property
     def states(self) -> Sequence[_Figures]: ...
@@ -134,7 +134,7 @@ def _make_rng(seed: int | None) -> random.Random:
     return random.Random(seed)
 
 
-class _Cursor:
+class Cursor:
     """A group's turn: candidate ``(start + next(turns)) % len(candidates)`` is next."""
 
     __slots__ = ("candidates", "retired", "start", "turns")
@@ -163,7 +163,7 @@ class RoundRobin:
     def __init__(self, *, seed: int | None = None) -> None:
         # Unseeded starts come from os.urandom: the default balancer imports no random.
         self._rng = None if seed is None else _make_rng(seed)
-        self._cursors: dict[Hashable, _Cursor] = {}
+        self._cursors: dict[Hashable, Cursor] = {}
         self._lock = threading.Lock()
         after_fork_in_child(self._after_fork)
 
@@ -191,7 +191,7 @@ class RoundRobin:
             stats.cursor = cursor
         return candidates[(cursor.start + next(cursor.turns)) % len(candidates)]
 
-    def _rebase(self, group: Hashable, candidates: Sequence[Endpoint]) -> _Cursor:
+    def _rebase(self, group: Hashable, candidates: Sequence[Endpoint]) -> Cursor:
         """A cursor over new candidates that goes on with the first endpoint, from the
         one that was next, still among them: O(n), once per change of the candidates."""
         with self._lock:
@@ -215,7 +215,7 @@ class RoundRobin:
                     start = int.from_bytes(os.urandom(4), "little") % n
                 else:
                     start = self._rng.randrange(n)
-            cursor = _Cursor(candidates, start)
+            cursor = Cursor(candidates, start)
             if group not in self._cursors and len(self._cursors) >= _MAX_GROUPS:
                 self._cursors.pop(next(iter(self._cursors))).retired = True
             if old is not None:
