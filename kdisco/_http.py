@@ -18,7 +18,8 @@ import functools
 import ipaddress
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -28,6 +29,10 @@ from ._exceptions import ConfigurationError, InvalidServiceName, PortNotFound, S
 from ._models import Endpoint, Resolution
 from ._names import parse_query
 from ._settings import Settings
+
+if TYPE_CHECKING:
+    from ._aio import AsyncDiscoverer
+    from ._discoverer import Discoverer
 
 #: Methods a retry cannot do harm with (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -271,3 +276,69 @@ def port_of(ep: Endpoint, target: Target) -> int:
 def not_a_service(exc: BaseException) -> bool:
     """A name that looked like a Service but is none here: the URL goes out as it is."""
     return isinstance(exc, ServiceNotFound)
+
+
+class Routing:
+    """What every HTTP integration keeps, and decides before its client sends: the
+    answer a Service-name URL goes to (None: send the request as it is), and the
+    tries over its endpoints. The sync and async integrations drive ``lookups`` with
+    their own ``discover``; everything else here is theirs in common."""
+
+    def __init__(
+        self,
+        balancer: Balancer | None,
+        retries: object,
+        failure_statuses: Iterable[int],
+        backends: bool,
+    ) -> None:
+        self.retries = check_retries(retries)
+        self.balancing = Balancing(balancer)
+        self.failure_statuses = frozenset(failure_statuses)
+        self.backends = backends
+        self._not_services = NotServices()
+
+    def answer(self, target: Target | None, d: Discoverer) -> Resolution | None:
+        if target is None or target in self._not_services:
+            return None
+        try:
+            return resolve_sync(
+                target, lambda name, port: d.discover(name, port=port, backends=self.backends)
+            )
+        except ServiceNotFound:
+            self._not_services.add(target)  # not a Service here after all
+            return None
+
+    async def aanswer(self, target: Target | None, d: AsyncDiscoverer) -> Resolution | None:
+        """``answer`` for the event loop."""
+        if target is None or target in self._not_services:
+            return None
+        steps = lookups(target)
+        ask = next(steps)
+        try:
+            while True:
+                try:
+                    got: Resolution | PortNotFound = await d.discover(
+                        ask[0], port=ask[1], backends=self.backends
+                    )
+                except PortNotFound as exc:
+                    got = exc
+                ask = steps.send(got)
+        except StopIteration as done:
+            result: Resolution = done.value
+            return result
+        except ServiceNotFound:
+            self._not_services.add(target)
+            return None
+
+    def tries(self, res: Resolution, method: str, d: Discoverer) -> Tries:
+        return Tries(self.balancing.get(d.settings, d.strategies), res, method, self.retries)
+
+    async def atries(self, res: Resolution, method: str, d: AsyncDiscoverer) -> Tries:
+        """``tries`` for the event loop: the default Balancer is made once, and may ask
+        the API for this node's zone, so its first making runs in a worker thread."""
+        balancer = self.balancing.ready
+        if balancer is None:
+            import asyncio
+
+            balancer = await asyncio.to_thread(self.balancing.get, d.settings, d.strategies)
+        return Tries(balancer, res, method, self.retries)

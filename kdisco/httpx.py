@@ -19,16 +19,12 @@ sees changes). Other hosts pass through untouched. See docs/http.md.
 
 from __future__ import annotations
 
-import asyncio as _asyncio
 import collections.abc as _abc
 import typing as _typing
 
 import httpx as _httpx
 
 from . import _aio, _balancer, _discoverer, _http
-from ._exceptions import PortNotFound as _PortNotFound
-from ._exceptions import ServiceNotFound as _ServiceNotFound
-from ._models import Resolution as _Resolution
 
 __all__ = ["AsyncTransport", "Transport"]
 
@@ -43,18 +39,14 @@ class _Common:
         failure_statuses: _abc.Iterable[int],
         backends: bool,
     ) -> None:
-        self._retries = _http.check_retries(retries)
-        self._balancing = _http.Balancing(balancer)
-        self._not_services = _http.NotServices()
-        self._failure_statuses = frozenset(failure_statuses)
-        self._backends = backends
+        self._routing = _http.Routing(balancer, retries, failure_statuses, backends)
 
     def _target(self, request: _httpx.Request, cluster_domain: str) -> _http.Target | None:
         url = request.url
         return _http.target_of(url.scheme, url.host, url.port, cluster_domain=cluster_domain)
 
     def _tracked(self, response: _httpx.Response, pick: _balancer.Pick) -> _httpx.Response:
-        statuses = self._failure_statuses
+        statuses = self._routing.failure_statuses
         status = response.status_code
 
         def done(ok: bool) -> None:
@@ -162,32 +154,21 @@ class Transport(_Common, _httpx.BaseTransport):
     def handle_request(self, request: _httpx.Request) -> _httpx.Response:
         d = self._discoverer or _discoverer.get_default_discoverer()
         target = self._target(request, d.cluster_domain)
-        if target is None or target in self._not_services:
+        res = self._routing.answer(target, d)
+        if target is None or res is None:
             return self._inner.handle_request(request)
-        try:
-            res = _http.resolve_sync(
-                target, lambda name, port: d.discover(name, port=port, backends=self._backends)
-            )
-        except _ServiceNotFound:
-            self._not_services.add(target)
-            return self._inner.handle_request(request)  # not a Service here after all
-        return self._send(request, target, res, self._balancing.get(d.settings, d.strategies))
+        return self._send(request, target, self._routing.tries(res, request.method, d))
 
     @property
     def balancer(self) -> _balancer.Balancer:
         """The Balancer in use (the default one is made on the first request)."""
         d = self._discoverer or _discoverer.get_default_discoverer()
-        return self._balancing.get(d.settings, d.strategies)
+        return self._routing.balancing.get(d.settings, d.strategies)
 
     def _send(
-        self,
-        request: _httpx.Request,
-        target: _http.Target,
-        res: _Resolution,
-        balancer: _balancer.Balancer,
+        self, request: _httpx.Request, target: _http.Target, tries: _http.Tries
     ) -> _httpx.Response:
         url, extensions = request.url, request.extensions
-        tries = _http.Tries(balancer, res, request.method, self._retries)
         while True:
             pick = tries.next()
             self._point(request, target, pick)
@@ -229,19 +210,11 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: _httpx.Request) -> _httpx.Response:
         d = self._discoverer or await _aio.default_discoverer()
         target = self._target(request, d.sync.cluster_domain)
-        if target is None or target in self._not_services:
+        res = await self._routing.aanswer(target, d)
+        if target is None or res is None:
             return await self._inner.handle_async_request(request)
-        try:
-            res = await _resolve_async(target, d, self._backends)
-        except _ServiceNotFound:
-            self._not_services.add(target)
-            return await self._inner.handle_async_request(request)
-        balancer = self._balancing.ready
-        if balancer is None:
-            # Made once; it may ask the API for this node's zone: off the loop.
-            balancer = await _asyncio.to_thread(self._balancing.get, d.settings, d.strategies)
+        tries = await self._routing.atries(res, request.method, d)
         url, extensions = request.url, request.extensions
-        tries = _http.Tries(balancer, res, request.method, self._retries)
         while True:
             pick = tries.next()
             self._point(request, target, pick)
@@ -258,30 +231,11 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
     @property
     def balancer(self) -> _balancer.Balancer:
         """The Balancer in use (the default one is made on the first request)."""
-        ready = self._balancing.ready
+        ready = self._routing.balancing.ready
         if ready is not None:
             return ready
         d = self._discoverer.sync if self._discoverer else _discoverer.get_default_discoverer()
-        return self._balancing.get(d.settings, d.strategies)
+        return self._routing.balancing.get(d.settings, d.strategies)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-
-
-async def _resolve_async(
-    target: _http.Target, d: _aio.AsyncDiscoverer, backends: bool
-) -> _Resolution:
-    steps = _http.lookups(target)
-    ask = next(steps)
-    while True:
-        try:
-            got: _Resolution | _PortNotFound = await d.discover(
-                ask[0], port=ask[1], backends=backends
-            )
-        except _PortNotFound as exc:
-            got = exc
-        try:
-            ask = steps.send(got)
-        except StopIteration as done:
-            result: _Resolution = done.value
-            return result

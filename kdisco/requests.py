@@ -24,7 +24,6 @@ import requests.adapters as _adapters
 import urllib3.util as _urllib3_util
 
 from . import _balancer, _discoverer, _http
-from ._exceptions import ServiceNotFound as _ServiceNotFound
 
 __all__ = ["Adapter"]
 
@@ -48,14 +47,10 @@ class Adapter(_adapters.HTTPAdapter):
         backends: bool = False,
         **kwargs: _typing.Any,
     ) -> None:
-        _http.check_retries(retries)
+        routing = _http.Routing(balancer, retries, failure_statuses, backends)
         super().__init__(**kwargs)
+        self._routing = routing
         self._discoverer = discoverer
-        self._balancing = _http.Balancing(balancer)
-        self._not_services = _http.NotServices()
-        self._retries = retries
-        self._failure_statuses = frozenset(failure_statuses)
-        self._backends = backends
         # The Service name each request in flight is for: TLS checks against it.
         self._tls_names: _weakref.WeakKeyDictionary[_requests.PreparedRequest, str] = (
             _weakref.WeakKeyDictionary()
@@ -69,20 +64,13 @@ class Adapter(_adapters.HTTPAdapter):
         target = _http.target_of(
             url.scheme or "http", url.host or "", url.port, cluster_domain=d.cluster_domain
         )
-        if target is None or target in self._not_services:
-            return super().send(request, *args, **kwargs)
-        try:
-            res = _http.resolve_sync(
-                target, lambda name, port: d.discover(name, port=port, backends=self._backends)
-            )
-        except _ServiceNotFound:
-            self._not_services.add(target)
+        res = self._routing.answer(target, d)
+        if target is None or res is None:
             return super().send(request, *args, **kwargs)
         original, had_host = request.url, "Host" in request.headers
         if not had_host:
             request.headers["Host"] = url.netloc or ""
-        balancer = self._balancing.get(d.settings, d.strategies)
-        tries = _http.Tries(balancer, res, request.method or "GET", self._retries)
+        tries = self._routing.tries(res, request.method or "GET", d)
         try:
             while True:
                 pick = tries.next()
@@ -96,7 +84,7 @@ class Adapter(_adapters.HTTPAdapter):
                     if _http.after_failure(exc, pick, tries, _requests.ConnectionError):
                         continue
                     raise
-                _http.judge(response.status_code, pick, self._failure_statuses)
+                _http.judge(response.status_code, pick, self._routing.failure_statuses)
                 response.url = original or ""
                 return response
         finally:
@@ -109,7 +97,7 @@ class Adapter(_adapters.HTTPAdapter):
     def balancer(self) -> _balancer.Balancer:
         """The Balancer in use (the default one is made on the first request)."""
         d = self._discoverer or _discoverer.get_default_discoverer()
-        return self._balancing.get(d.settings, d.strategies)
+        return self._routing.balancing.get(d.settings, d.strategies)
 
     def build_connection_pool_key_attributes(
         self, request: _requests.PreparedRequest, verify: _typing.Any, cert: _typing.Any = None
