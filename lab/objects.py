@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ Json = dict[str, Any]
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 #: Slices we write are ours, not the EndpointSlice controller's.
 MANAGED_BY = {"endpointslice.kubernetes.io/managed-by": "kdisco-lab"}
+#: The Node label the EndpointSlice controller copies into an endpoint's ``zone``.
+ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
 def port(
@@ -28,6 +31,7 @@ def port(
     protocol: str = "TCP",
     target: int | None = None,
     app_protocol: str | None = None,
+    node_port: int | None = None,
 ) -> Json:
     p: Json = {"port": port, "protocol": protocol}
     if name:
@@ -36,7 +40,27 @@ def port(
         p["targetPort"] = target
     if app_protocol:
         p["appProtocol"] = app_protocol
+    if node_port is not None:
+        p["nodePort"] = node_port
     return p
+
+
+def ingress_path(service: str, port: int | str, path: str = "/", path_type: str = "Prefix") -> Json:
+    """One HTTP path of an Ingress rule, sending ``path`` to a Service's port (number or name)."""
+    svc_port: Json = {"name": port} if isinstance(port, str) else {"number": port}
+    return {
+        "path": path,
+        "pathType": path_type,
+        "backend": {"service": {"name": service, "port": svc_port}},
+    }
+
+
+def ingress_rule(host: str | None, *paths: Json) -> Json:
+    """An Ingress rule: ``host`` (None for any host) with its HTTP ``paths``."""
+    rule: Json = {"http": {"paths": list(paths)}}
+    if host is not None:
+        rule["host"] = host
+    return rule
 
 
 def endpoint(
@@ -87,6 +111,7 @@ class Cluster:
         self.core = client.CoreV1Api(self.api_client)
         self.discovery = client.DiscoveryV1Api(self.api_client)
         self.rbac = client.RbacAuthorizationV1Api(self.api_client)
+        self.networking = client.NetworkingV1Api(self.api_client)
 
     def close(self) -> None:
         self.api_client.close()
@@ -115,8 +140,12 @@ class Cluster:
         publish_not_ready: bool = False,
         ip_family_policy: str | None = None,
         ip_families: Sequence[str] | None = None,
+        selector: Mapping[str, str] | None = None,
+        external_traffic_policy: str | None = None,
     ) -> Json:
         spec: Json = {"type": type}
+        if selector is not None:
+            spec["selector"] = dict(selector)
         if ports:
             spec["ports"] = list(ports)
         if headless:
@@ -131,6 +160,8 @@ class Cluster:
             spec["ipFamilyPolicy"] = ip_family_policy
         if ip_families:
             spec["ipFamilies"] = list(ip_families)
+        if external_traffic_policy:
+            spec["externalTrafficPolicy"] = external_traffic_policy
         body = {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
         return self._raw(
             self.core.create_namespaced_service(namespace, body, _preload_content=False)
@@ -144,9 +175,204 @@ class Cluster:
         return list(page.get("items") or [])
 
     def set_load_balancer_ip(self, namespace: str, name: str, ip: str) -> Json:
-        body = {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}
+        return self.set_load_balancer_ingress(namespace, name, [{"ip": ip}])
+
+    def set_load_balancer_ingress(self, namespace: str, name: str, ingress: Sequence[Json]) -> Json:
+        """Write ``status.loadBalancer.ingress`` (items like ``{"ip": ...}`` or
+        ``{"hostname": ...}``) through the status subresource, as a cloud controller would."""
+        body = {"status": {"loadBalancer": {"ingress": [dict(i) for i in ingress]}}}
         return self._raw(
             self.core.patch_namespaced_service_status(name, namespace, body, _preload_content=False)
+        )
+
+    # -- nodes -------------------------------------------------------------------------
+
+    def node(
+        self,
+        name: str,
+        *,
+        internal_ip: str | None = None,
+        external_ip: str | None = None,
+        zone: str | None = None,
+        ready: bool = True,
+        labels: Mapping[str, str] | None = None,
+    ) -> Json:
+        """A Node (cluster-wide, shared by the session: an existing one is reused and its
+        status rewritten), with addresses and a Ready condition written through
+        ``/status`` as its kubelet would. ``zone`` becomes the topology zone label."""
+        from kubernetes.client.rest import ApiException
+
+        node_labels = {"kubernetes.io/hostname": name, **(labels or {})}
+        if zone is not None:
+            node_labels[ZONE_LABEL] = zone
+        body = {"metadata": {"name": name, "labels": node_labels}}
+        try:
+            self.core.create_node(body, _preload_content=False)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            self.core.patch_node(name, body, _preload_content=False)
+        addresses = [{"type": "Hostname", "address": name}]
+        if internal_ip:
+            addresses.insert(0, {"type": "InternalIP", "address": internal_ip})
+        if external_ip:
+            addresses.insert(0, {"type": "ExternalIP", "address": external_ip})
+        now = _now()
+        status = {
+            "status": {
+                "addresses": addresses,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True" if ready else "False",
+                        "reason": "KubeletReady" if ready else "KubeletNotReady",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    }
+                ],
+            }
+        }
+        return self._raw(self.core.patch_node_status(name, status, _preload_content=False))
+
+    def delete_node(self, name: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.delete_node(name, _preload_content=False)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    # -- pods --------------------------------------------------------------------------
+
+    def pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        node: str | None = None,
+        ip: str | None = None,
+        ips: Sequence[str] = (),
+        ready: bool = True,
+        hostname: str | None = None,
+        subdomain: str | None = None,
+        ports: Sequence[Json] = (),
+        finalizers: Sequence[str] = (),
+        image: str = "registry.invalid/kdisco-lab:none",
+    ) -> Json:
+        """A Pod (no kubelet runs: the image is never pulled) whose status (phase Running,
+        podIP/podIPs, Ready condition) is written through ``/status`` as a kubelet would.
+        ``ips`` are all the Pod's IPs (dual-stack); ``ip`` alone means ``ips=[ip]``."""
+        metadata: Json = {"name": name, "namespace": namespace, "labels": dict(labels or {})}
+        if finalizers:
+            metadata["finalizers"] = list(finalizers)
+        container: Json = {"name": "main", "image": image}
+        if ports:
+            container["ports"] = list(ports)
+        spec: Json = {"containers": [container]}
+        if node is not None:
+            spec["nodeName"] = node
+        if hostname is not None:
+            spec["hostname"] = hostname
+        if subdomain is not None:
+            spec["subdomain"] = subdomain
+        self.core.create_namespaced_pod(
+            namespace, {"metadata": metadata, "spec": spec}, _preload_content=False
+        )
+        all_ips = list(ips) or ([ip] if ip else [])
+        status: Json = {"phase": "Running", "startTime": _now(), **_pod_conditions(ready)}
+        if all_ips:
+            status["podIP"] = all_ips[0]
+            status["podIPs"] = [{"ip": a} for a in all_ips]
+        if node is not None:
+            status["hostIP"] = self._node_ip(node)
+        return self._raw(
+            self.core.patch_namespaced_pod_status(
+                name, namespace, {"status": status}, _preload_content=False
+            )
+        )
+
+    def set_pod_ready(self, namespace: str, name: str, ready: bool) -> Json:
+        body = {"status": _pod_conditions(ready)}
+        return self._raw(
+            self.core.patch_namespaced_pod_status(name, namespace, body, _preload_content=False)
+        )
+
+    def terminate_pod(self, namespace: str, name: str) -> None:
+        """Delete a Pod that holds a finalizer: it stays, with ``deletionTimestamp`` set
+        (terminating), until :meth:`release_pod`.
+
+        The grace period is 0: with a longer one a Pod bound to a node waits for its
+        kubelet to confirm, and none runs here, so it would never go away.
+        """
+        self.delete_pod(namespace, name)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a Pod at once (grace period 0: no kubelet would confirm a longer one)."""
+        self.core.delete_namespaced_pod(
+            name, namespace, grace_period_seconds=0, _preload_content=False
+        )
+
+    def release_pod(self, namespace: str, name: str) -> None:
+        """Remove a Pod's finalizers (a terminating Pod then goes away)."""
+        body = [{"op": "replace", "path": "/metadata/finalizers", "value": []}]
+        self.core.patch_namespaced_pod(
+            name,
+            namespace,
+            body,
+            _preload_content=False,
+            _content_type="application/json-patch+json",
+        )
+
+    def _node_ip(self, node: str) -> str | None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            raw = self._raw(self.core.read_node(node, _preload_content=False))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        for a in (raw.get("status") or {}).get("addresses") or []:
+            if a.get("type") == "InternalIP":
+                return str(a["address"])
+        return None
+
+    # -- ingresses ---------------------------------------------------------------------
+
+    def ingress(
+        self,
+        namespace: str,
+        name: str,
+        rules: Sequence[Json],
+        *,
+        tls: Sequence[Json] = (),
+        ingress_class: str | None = None,
+        default_backend: Json | None = None,
+    ) -> Json:
+        """A networking.k8s.io/v1 Ingress; ``rules`` from :func:`ingress_rule`, ``tls``
+        items like ``{"hosts": [...], "secretName": ...}``."""
+        spec: Json = {"rules": list(rules)}
+        if tls:
+            spec["tls"] = list(tls)
+        if ingress_class is not None:
+            spec["ingressClassName"] = ingress_class
+        if default_backend is not None:
+            spec["defaultBackend"] = default_backend
+        body = {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
+        return self._raw(
+            self.networking.create_namespaced_ingress(namespace, body, _preload_content=False)
+        )
+
+    def set_ingress_status(self, namespace: str, name: str, ingress: Sequence[Json]) -> Json:
+        """Write ``status.loadBalancer.ingress`` of an Ingress (``[{"ip": ...}]`` or
+        ``[{"hostname": ...}]``) through its status subresource, as an ingress controller would."""
+        body = {"status": {"loadBalancer": {"ingress": [dict(i) for i in ingress]}}}
+        return self._raw(
+            self.networking.patch_namespaced_ingress_status(
+                name, namespace, body, _preload_content=False
+            )
         )
 
     # -- endpoint slices -------------------------------------------------------------
@@ -233,6 +459,26 @@ class Cluster:
         (dest / "namespace").write_text(namespace)
         return dest
 
+    def grant_cluster_read(
+        self, namespace: str, serviceaccount: str, rules: Sequence[Json], name: str
+    ) -> None:
+        """A ClusterRole ``name`` with ``rules`` bound to a ServiceAccount (for
+        cluster-scoped reads such as ``nodes``)."""
+        self.rbac.create_cluster_role({"metadata": {"name": name}, "rules": list(rules)})
+        self.rbac.create_cluster_role_binding(
+            {
+                "metadata": {"name": name},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": name,
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": serviceaccount, "namespace": namespace}
+                ],
+            }
+        )
+
     def token(self, namespace: str, name: str, expiration_seconds: int = 3600) -> str:
         body = {"spec": {"expirationSeconds": expiration_seconds}}
         raw = self._raw(
@@ -247,6 +493,28 @@ class Cluster:
         data = json.loads(response.data)
         assert isinstance(data, dict)
         return data
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pod_conditions(ready: bool) -> Json:
+    """The conditions a kubelet reports for a started Pod, Ready and ContainersReady
+    following ``ready`` (the EndpointSlice controller reads Ready)."""
+    now = _now()
+    flag = "True" if ready else "False"
+    return {
+        "conditions": [
+            {"type": t, "status": v, "lastTransitionTime": now}
+            for t, v in (
+                ("Initialized", "True"),
+                ("PodScheduled", "True"),
+                ("ContainersReady", flag),
+                ("Ready", flag),
+            )
+        ]
+    }
 
 
 # -- kubelet's service environment variables --------------------------------------
