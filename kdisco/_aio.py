@@ -65,6 +65,7 @@ class AsyncDiscoverer:
         retry: RetryPolicy | None = None,
         cache: CachePolicy | bool = True,
         api_watch: WatchCachePolicy | bool = True,
+        reach: str | None = None,
         _discoverer: Discoverer | None = None,
     ) -> None:
         # ``sleep``: a test's fake sleep (moving a fake clock) is called as it is; the
@@ -89,6 +90,7 @@ class AsyncDiscoverer:
                 retry=retry,
                 cache=cache,
                 api_watch=api_watch,
+                reach=reach,
             )
         )
         self._closed = False
@@ -130,10 +132,11 @@ class AsyncDiscoverer:
         timeout: float | None = None,
         include_not_ready: bool = False,
         backends: bool = False,
+        reach: str | None = None,
     ) -> Resolution:
         """Find a Service; see ``Discoverer.discover``. Never blocks the event loop."""
         return await _discover(
-            self._sync, name, namespace, port, timeout, include_not_ready, backends
+            self._sync, name, namespace, port, timeout, include_not_ready, backends, reach
         )
 
     def watch(
@@ -145,6 +148,7 @@ class AsyncDiscoverer:
         timeout: float | None = None,
         include_not_ready: bool = False,
         backends: bool = False,
+        reach: str | None = None,
         on_error: ErrorCallback | None = None,
     ) -> AsyncWatch:
         """Follow a Service: ``async for res in d.watch("payments"): ...``.
@@ -160,6 +164,7 @@ class AsyncDiscoverer:
             timeout=timeout,
             include_not_ready=include_not_ready,
             backends=backends,
+            reach=reach,
             on_error=on_error,
         )
 
@@ -195,15 +200,18 @@ async def _discover(
     timeout: float | None,
     include_not_ready: bool,
     backends: bool = False,
+    reach: str | None = None,
 ) -> Resolution:
     """``Discoverer.discover`` with the chain awaited: the same cache, the same key."""
-    key = cache_key(name, namespace, port, include_not_ready, backends)
+    key = cache_key(name, namespace, port, include_not_ready, backends, reach)
     hit = d._cached(key)
     if hit is not None:
         return hit
-    query, deadline = d._plan(name, namespace, port, timeout, include_not_ready, backends)
+    query, deadline = d._plan(name, namespace, port, timeout, include_not_ready, backends, reach)
     try:
-        res = await run_async(d.strategies, query, deadline, d.settings.retry)
+        res = await run_async(
+            d.strategies, query, deadline, d.settings.retry, outside=d.settings.outside
+        )
     except DiscoveryError as exc:
         return d._settle(key, exc)
     # Nothing is cached until the answer is whole: a task cancelled above leaves the
@@ -229,6 +237,7 @@ class AsyncWatch:
         include_not_ready: bool,
         on_error: ErrorCallback | None,
         backends: bool = False,
+        reach: str | None = None,
     ) -> None:
         self._args = (
             name,
@@ -237,6 +246,7 @@ class AsyncWatch:
             None if timeout is None else parse_timeout(timeout),
             include_not_ready,
             backends,
+            reach,
         )
         self._on_error = on_error
         self._stopped = False
@@ -251,8 +261,8 @@ class AsyncWatch:
             self._bind(discoverer)
 
     def _bind(self, discoverer: Discoverer) -> tuple[Discoverer, WatchState, Subscription]:
-        name, namespace, port, _, include_not_ready, backends = self._args
-        query = discoverer._query(name, namespace, port, include_not_ready, backends)
+        name, namespace, port, _, include_not_ready, backends, reach = self._args
+        query = discoverer._query(name, namespace, port, include_not_ready, backends, reach)
         state = WatchState(
             query, policy=discoverer.cache_policy, clock=discoverer.clock, on_error=self._on_error
         )
@@ -394,11 +404,12 @@ async def discover(
     timeout: float | None = None,
     include_not_ready: bool = False,
     backends: bool = False,
+    reach: str | None = None,
 ) -> Resolution:
     """``await kdisco.aio.discover("payments.billing", port="http")``: find a Service
     with the default Discoverer (see ``kdisco.Discoverer.discover``)."""
     d = await _default()
-    return await _discover(d, name, namespace, port, timeout, include_not_ready, backends)
+    return await _discover(d, name, namespace, port, timeout, include_not_ready, backends, reach)
 
 
 def watch(
@@ -409,6 +420,7 @@ def watch(
     timeout: float | None = None,
     include_not_ready: bool = False,
     backends: bool = False,
+    reach: str | None = None,
     on_error: ErrorCallback | None = None,
 ) -> AsyncWatch:
     """``async for res in kdisco.aio.watch("payments"): ...`` with the default
@@ -423,5 +435,6 @@ def watch(
         timeout=timeout,
         include_not_ready=include_not_ready,
         backends=backends,
+        reach=reach,
         on_error=on_error,
     )

@@ -20,6 +20,12 @@ class Outcome(enum.Enum):
     NOT_APPLICABLE = "not applicable"
     NO_SUCH_PORT = "no such port"
     NO_READY_ENDPOINTS = "no ready endpoints"
+    #: ``reach="external"``: the Service exists, but nothing routes to it from outside
+    #: the cluster (no load balancer address, external IP, node port or Ingress).
+    NO_EXTERNAL_ROUTE = "no route from outside the cluster"
+    #: Not a turn: a note on the answer (its addresses are cluster-internal, and the
+    #: caller is outside the cluster).
+    WARNING = "warning"
     DENIED = "access denied"
     TIMED_OUT = "timed out"
     FAILED = "failed"

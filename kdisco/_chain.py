@@ -24,6 +24,7 @@ from ._exceptions import (
     DiscoveryTimeout,
     DiscoveryUnavailable,
     NoReadyEndpoints,
+    NotReachable,
     PortNotFound,
     ServiceNotFound,
     TransientError,
@@ -94,13 +95,83 @@ class Step:
     strategy: Strategy
     query: Query
     deadline: Deadline
+    #: The view the strategy's answer gives: "cluster", "external", or None when the
+    #: strategy does not say (its answers are taken as they are).
+    view: str | None = None
+
+
+@attrs.frozen
+class Turn:
+    """One place in the chain's order: a strategy, and the view it is asked for
+    (None: a strategy without ``views``, asked once; "skip": one that cannot give the
+    view asked for, whose attempt says so)."""
+
+    strategy: Strategy
+    reach: str
+    view: str | None
+
+
+#: Why a strategy that knows only cluster addresses is not asked for reach="external".
+CLUSTER_ONLY = "gives cluster-internal addresses only, and reach='external' was asked for"
+#: The note on a cluster-internal answer given to a caller outside the cluster.
+OUTSIDE_WARNING = (
+    "cluster-internal addresses ({what}), and this process runs outside the cluster "
+    "(no KUBERNETES_SERVICE_HOST, no service-account token): they work only from the "
+    "cluster's network; reach='external' (KDISCO_REACH=external) answers with a "
+    "LoadBalancer address, node port or Ingress URL instead"
+)
+
+
+def views(strategy: Strategy) -> tuple[str, ...] | None:
+    """The views ``strategy`` says it gives (its optional ``views``), or None."""
+    given = getattr(strategy, "views", None)
+    return tuple(given) if isinstance(given, tuple | list) else None
+
+
+def turns(strategies: Sequence[Strategy], reach: str) -> tuple[Turn, ...]:
+    """The chain's order for a caller's ``reach``.
+
+    ``cluster``: each strategy in order, for the cluster view. ``external``: each in
+    order for the external view, those that know only the cluster's skipped (with an
+    attempt that says so). ``auto`` (a caller outside the cluster): first every
+    strategy that can give the external view, then those that give the cluster's, so
+    a way in from outside wins and a cluster address (with a warning) is the fallback.
+    """
+    out: list[Turn] = []
+    if reach == "cluster":
+        return tuple(Turn(s, "cluster", "cluster" if views(s) else None) for s in strategies)
+    for s in strategies:
+        given = views(s)
+        if given is None:
+            out.append(Turn(s, "external", None))
+        elif "external" in given:
+            out.append(Turn(s, "external", "external"))
+        elif reach == "external":
+            out.append(Turn(s, "external", "skip"))
+    if reach == "auto":
+        out.extend(
+            Turn(s, "cluster", "cluster") for s in strategies if "cluster" in (views(s) or ())
+        )
+    return tuple(out)
 
 
 class ChainRun:
-    """Everything one discovery decides, without doing any I/O."""
+    """Everything one discovery decides, without doing any I/O.
 
-    def __init__(self, strategies: Sequence[Strategy], query: Query, deadline: Deadline) -> None:
-        self._strategies = tuple(strategies)
+    ``outside``: the caller runs outside the cluster, so a cluster-internal answer
+    carries a warning in its attempts.
+    """
+
+    def __init__(
+        self,
+        strategies: Sequence[Strategy],
+        query: Query,
+        deadline: Deadline,
+        *,
+        outside: bool = False,
+    ) -> None:
+        self._turns = turns(strategies, query.reach)
+        self._outside = outside
         self._deadline = deadline
         self._query = query
         self._index = 0
@@ -117,29 +188,47 @@ class ChainRun:
         return self._query
 
     def next_step(self) -> Step | None:
-        if self._answer is not None or self._index >= len(self._strategies):
+        if self._answer is not None:
+            return None
+        while self._index < len(self._turns) and self._turns[self._index].view == "skip":
+            self._attempts.append(
+                Attempt(
+                    strategy=self._turns[self._index].strategy.name,
+                    outcome=Outcome.NOT_APPLICABLE,
+                    reason=CLUSTER_ONLY,
+                )
+            )
+            self._index += 1
+        if self._index >= len(self._turns):
             return None
         if self._deadline.expired():
-            for strategy in self._strategies[self._index :]:
+            for turn in self._turns[self._index :]:
                 self._attempts.append(
                     Attempt(
-                        strategy=strategy.name,
+                        strategy=turn.strategy.name,
                         outcome=Outcome.TIMED_OUT,
                         reason="deadline passed before its turn",
                         tries=0,
                     )
                 )
-            self._index = len(self._strategies)
+            self._index = len(self._turns)
             return None
-        strategy = self._strategies[self._index]
+        turn = self._turns[self._index]
         # Each strategy that may apply gets an equal share of what is left, and the
         # last one all of it; a strategy that finishes early hands its unused time on.
         # This keeps a dead DNS server from starving env and api of their turn, and a
         # strategy that says up front it cannot apply here (not in a pod, no
         # kubeconfig) takes no share from the others.
-        left = sum(1 for s in self._strategies[self._index :] if not_applicable(s) is None)
+        left = sum(
+            1
+            for t in self._turns[self._index :]
+            if t.view != "skip" and not_applicable(t.strategy) is None
+        )
         share = self._deadline.remaining() / max(left, 1)
-        return Step(strategy, self._query, self._deadline.slice(share))
+        query = self._query
+        if query.reach != turn.reach:
+            query = attrs.evolve(query, reach=turn.reach)
+        return Step(turn.strategy, query, self._deadline.slice(share), turn.view)
 
     def record_result(
         self, step: Step, result: object, tries: int, note: str | None = None
@@ -178,6 +267,12 @@ class ChainRun:
                 result,
                 freshness=attrs.evolve(fresh or Freshness(), clock=clock, fetched_at=clock()),
             )
+        if (
+            step.view == "cluster"
+            and result.reach is None
+            and result.kind is not ServiceKind.EXTERNAL_NAME
+        ):
+            result = attrs.evolve(result, reach="cluster")
         target = self._in_cluster_target(result)
         if target is None:
             if note is not None:
@@ -187,6 +282,14 @@ class ChainRun:
                         outcome=Outcome.ANSWERED,
                         reason=note,
                         tries=tries,
+                    )
+                )
+            if self._outside and result.reach == "cluster":
+                self._attempts.append(
+                    Attempt(
+                        strategy=step.strategy.name,
+                        outcome=Outcome.WARNING,
+                        reason=OUTSIDE_WARNING.format(what=_kind_of(result)),
                     )
                 )
             self._answer = _combine(
@@ -210,7 +313,7 @@ class ChainRun:
                 service=self._query.service,
                 attempts=tuple(self._attempts),
             )
-            self._index = len(self._strategies)
+            self._index = len(self._turns)
             return
         self._seen.add(target)
         self._via.append(result.service)
@@ -269,6 +372,12 @@ class ChainRun:
                 service=service,
                 attempts=attempts,
             )
+        if Outcome.NO_EXTERNAL_ROUTE in outcomes:
+            return NotReachable(
+                f"{what} exists, but nothing routes to it from outside the cluster",
+                service=service,
+                attempts=attempts,
+            )
         if Outcome.DENIED in outcomes:
             denied = next(e for e in self._errors.values() if isinstance(e, AccessDenied))
             return AccessDenied(
@@ -293,6 +402,15 @@ class ChainRun:
         return DiscoveryUnavailable(
             f"no strategy could answer for {what}", service=service, attempts=attempts
         )
+
+
+def _kind_of(result: Resolution) -> str:
+    """What a cluster-internal answer's addresses are, for the warning."""
+    if result.kind is ServiceKind.HEADLESS or (
+        result.kind is not ServiceKind.UNKNOWN and any(ep.pod for ep in result.endpoints)
+    ):
+        return "pod IPs"
+    return f"the ClusterIP of a {result.kind.value} Service"
 
 
 def not_applicable(strategy: Strategy) -> str | None:
@@ -343,10 +461,15 @@ def _describe(error: BaseException) -> str:
 
 
 def run_sync(
-    strategies: Sequence[Strategy], query: Query, deadline: Deadline, retry: RetryPolicy
+    strategies: Sequence[Strategy],
+    query: Query,
+    deadline: Deadline,
+    retry: RetryPolicy,
+    *,
+    outside: bool = False,
 ) -> Resolution:
     """Drive one discovery to an answer or to the error that explains why there is none."""
-    run = ChainRun(strategies, query, deadline)
+    run = ChainRun(strategies, query, deadline, outside=outside)
     while (step := run.next_step()) is not None:
         result, error, tries = _try_sync(step, retry)
         if error is not None:
@@ -387,10 +510,15 @@ def _try_sync(step: Step, retry: RetryPolicy) -> tuple[object, BaseException | N
 
 
 async def run_async(
-    strategies: Sequence[Strategy], query: Query, deadline: Deadline, retry: RetryPolicy
+    strategies: Sequence[Strategy],
+    query: Query,
+    deadline: Deadline,
+    retry: RetryPolicy,
+    *,
+    outside: bool = False,
 ) -> Resolution:
     """``run_sync``'s twin for asyncio: the same ``ChainRun`` decides everything."""
-    run = ChainRun(strategies, query, deadline)
+    run = ChainRun(strategies, query, deadline, outside=outside)
     while (step := run.next_step()) is not None:
         result, error, tries, note = await _try_async(step, retry)
         if error is not None:

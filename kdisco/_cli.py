@@ -8,6 +8,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
+from ._attempts import Outcome
 from ._discoverer import Discoverer
 from ._exceptions import ConfigurationError, DiscoveryError, InvalidServiceName
 from ._models import Resolution, ServicePort
@@ -35,12 +38,24 @@ def _parser() -> argparse.ArgumentParser:
     resolve.add_argument(
         "--include-not-ready", action="store_true", help="also list endpoints not ready"
     )
+    resolve.add_argument(
+        "--reach",
+        help="where the answer must work from: cluster, external (a LoadBalancer address, "
+        "node port or Ingress URL), auto (default: external outside a cluster when there "
+        "is a way in); also KDISCO_REACH",
+    )
     resolve.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
 def _port_json(p: ServicePort) -> dict[str, Any]:
-    return {"name": p.name, "port": p.port, "protocol": p.protocol, "app_protocol": p.app_protocol}
+    return {
+        "name": p.name,
+        "port": p.port,
+        "protocol": p.protocol,
+        "app_protocol": p.app_protocol,
+        "node_port": p.node_port,
+    }
 
 
 def to_json(res: Resolution) -> dict[str, Any]:
@@ -55,6 +70,7 @@ def to_json(res: Resolution) -> dict[str, Any]:
         },
         "external_name": res.external_name,
         "snapshot": res.snapshot,
+        "reach": res.reach,
         "via": [str(v) for v in res.via],
         "ports": [_port_json(p) for p in res.ports],
         # Which declared port the endpoints' port numbers belong to (None: not known).
@@ -70,6 +86,8 @@ def to_json(res: Resolution) -> dict[str, Any]:
                 "pod": ep.pod,
                 "node": ep.node,
                 "zone": ep.zone,
+                "scheme": ep.scheme,
+                "path": ep.path,
             }
             for ep in res.endpoints
         ],
@@ -80,17 +98,26 @@ def to_json(res: Resolution) -> dict[str, Any]:
     }
 
 
-def _human(res: Resolution) -> str:
+def summary(res: Resolution) -> str:
+    reach = {"cluster": " [cluster-internal]", "external": " [from outside the cluster]"}
     lines = [
         f"{res.service} ({res.service.fqdn}) found by {res.source}: {res.kind.value}"
         + (" [snapshot from container start]" if res.snapshot else "")
+        + reach.get(res.reach or "", "")
     ]
     if res.via:
         lines.append("  via ExternalName " + " -> ".join(str(v) for v in res.via))
+    warnings = []
     for a in res.attempts:
-        lines.append(f"  before that, {a.describe()}")
+        if a.outcome is Outcome.WARNING:
+            warnings.append(f"WARNING: {a.reason}")
+        else:
+            lines.append(f"  before that, {a.describe()}")
     if res.ports:
-        declared = ", ".join(f"{p.label}/{p.protocol}" for p in res.ports)
+        declared = ", ".join(
+            f"{p.label}/{p.protocol}" + (f" (node port {p.node_port})" if p.node_port else "")
+            for p in res.ports
+        )
         lines.append(f"  ports: {declared}")
     for ep in res.endpoints:
         extras = [
@@ -107,8 +134,11 @@ def _human(res: Resolution) -> str:
             extras.append("NOT READY")
         if ep.terminating:
             extras.append("terminating")
-        lines.append(f"  {ep.address}" + (f"  ({', '.join(extras)})" if extras else ""))
-    return "\n".join(lines)
+        shown = ep.address
+        if ep.scheme is not None:
+            shown = attrs.evolve(res, endpoints=(ep,)).url()
+        lines.append(f"  {shown}" + (f"  ({', '.join(extras)})" if extras else ""))
+    return "\n".join(lines + warnings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 port=args.port,
                 timeout=args.timeout,
                 include_not_ready=args.include_not_ready,
+                reach=args.reach,
             )
     except (InvalidServiceName, ConfigurationError) as exc:
         print(f"kdisco: {exc}", file=sys.stderr)
@@ -155,5 +186,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         print(f"kdisco: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(to_json(res), indent=2) if args.json else _human(res))
+    print(json.dumps(to_json(res), indent=2) if args.json else summary(res))
     return EXIT_FOUND

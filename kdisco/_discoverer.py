@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Protocol
 
+import attrs
+
 from ._cache import AnswerCache
 from ._chain import run_sync
 from ._deadline import Clock, Deadline
@@ -21,7 +23,7 @@ from ._models import Resolution
 from ._names import Query, parse_query
 from ._notify import Notifier
 from ._policies import CachePolicy, RetryPolicy, Sleep, WatchCachePolicy
-from ._settings import DEFAULT_RESOLV_CONF, Settings
+from ._settings import DEFAULT_RESOLV_CONF, Settings, parse_reach
 from ._strategies import registry
 from ._strategies.base import Strategy, close_strategy
 from ._validation import parse_timeout
@@ -40,6 +42,7 @@ def cache_key(
     port: int | str | None,
     include_not_ready: bool,
     backends: bool = False,
+    reach: str | None = None,
 ) -> Hashable:
     """One call's key in the answer cache."""
     # Types are part of the key: True == 1, but port=True is invalid and port=1 is not.
@@ -52,19 +55,33 @@ def cache_key(
         type(include_not_ready),
         backends,
         type(backends),
+        reach,
     )
 
 
 class Discoverer:
     """Finds Services by trying strategies in order under one deadline per call.
 
-    Every argument left as None falls back to its environment variable
-    (``KDISCO_STRATEGIES``, ``KDISCO_NAMESPACE``, ``KDISCO_DNS_SERVER``,
-    ``KDISCO_CLUSTER_DOMAIN``, ``KDISCO_TIMEOUT``, ``KDISCO_STATIC``,
-    ``KDISCO_SERVICEACCOUNT_DIR``, ``KUBECONFIG``), then to auto-detection; see
-    ``kdisco.Settings``. Strategies are named (built-ins ``static``, ``dns``, ``env``,
-    ``api``, or any installed through the ``kdisco.strategies`` entry point group) or
-    given as objects. Configuration errors are raised here, before any network call.
+        Every argument left as None falls back to its environment variable
+        (``KDISCO_STRATEGIES``, ``KDISCO_NAMESPACE``, ``KDISCO_DNS_SERVER``,
+        ``KDISCO_CLUSTER_DOMAIN``, ``KDISCO_TIMEOUT``, ``KDISCO_STATIC``,
+        ``KDISCO_SERVICEACCOUNT_DIR``, ``KUBECONFIG``, ``KDISCO_REACH``), then to
+        auto-detection; see ``kdisco.Settings``.
+
+    Strategies are named (built-ins ``static``, ``dns``, ``env``,
+        ``api``, or any installed through the ``kdisco.strategies`` entry point group) or
+        given as objects. Configuration errors are raised here, before any network call.
+
+        ``reach`` says where the answers must work from. ``"cluster"``: ClusterIPs and pod
+        IPs, for code running in the cluster. ``"external"``: ways in from outside it, read
+        from the API: a LoadBalancer Service's load balancer addresses (and
+        ``spec.externalIPs``) with the Service port, else the URL of an Ingress that routes
+        to the Service, else each node's ExternalIP (InternalIP when it has none) with the
+        node port of a NodePort or LoadBalancer Service; ``NotReachable`` when there is no
+        way in. ``"auto"`` (the default): ``cluster`` in a pod; outside a cluster (no
+        ``KUBERNETES_SERVICE_HOST``, no service-account token) ``external`` when the
+        Service has a way in, else the cluster's answer. A cluster-internal answer given
+        to a caller outside the cluster carries a ``WARNING`` attempt that says so.
     """
 
     def __init__(
@@ -86,6 +103,7 @@ class Discoverer:
         retry: RetryPolicy | None = None,
         cache: CachePolicy | bool = True,
         api_watch: WatchCachePolicy | bool = True,
+        reach: str | None = None,
     ) -> None:
         settings = Settings.load(
             strategies=strategies,
@@ -104,6 +122,7 @@ class Discoverer:
             retry=retry,
             cache=cache,
             api_watch=api_watch,
+            reach=reach,
         )
         self._settings = settings
         self._clock = settings.clock
@@ -183,6 +202,7 @@ class Discoverer:
         timeout: float | None = None,
         include_not_ready: bool = False,
         backends: bool = False,
+        reach: str | None = None,
     ) -> Resolution:
         """Find the Service ``name`` (``svc``, ``svc.ns``, ``svc.ns.svc.<domain>``, ``:port``).
 
@@ -192,14 +212,23 @@ class Discoverer:
         ``backends=True`` asks for the ready pods behind a ClusterIP (NodePort,
         LoadBalancer) Service, with their target ports, instead of its virtual IP:
         the api strategy lists them (DNS only when the Service is headless).
+        ``reach`` overrides the Discoverer's (see the class).
         """
-        key = cache_key(name, namespace, port, include_not_ready, backends)
+        key = cache_key(name, namespace, port, include_not_ready, backends, reach)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        query, deadline = self._plan(name, namespace, port, timeout, include_not_ready, backends)
+        query, deadline = self._plan(
+            name, namespace, port, timeout, include_not_ready, backends, reach
+        )
         try:
-            res = run_sync(self._strategies, query, deadline, self._settings.retry)
+            res = run_sync(
+                self._strategies,
+                query,
+                deadline,
+                self._settings.retry,
+                outside=self._settings.outside,
+            )
         except DiscoveryError as exc:
             return self._cache.stale_or_raise(key, exc)
         self._cache.put(key, res)
@@ -219,10 +248,11 @@ class Discoverer:
         timeout: float | None,
         include_not_ready: bool,
         backends: bool = False,
+        reach: str | None = None,
     ) -> tuple[Query, Deadline]:
         """The parsed query and the call's deadline; bad input raises here, before any
         network call."""
-        query = self._query(name, namespace, port, include_not_ready, backends)
+        query = self._query(name, namespace, port, include_not_ready, backends, reach)
         seconds = self.timeout if timeout is None else parse_timeout(timeout)
         return query, Deadline(seconds, clock=self._clock)
 
@@ -233,9 +263,11 @@ class Discoverer:
         port: int | str | None,
         include_not_ready: bool,
         backends: bool = False,
+        reach: str | None = None,
     ) -> Query:
-        """``name`` parsed against this Discoverer's namespace and cluster domain."""
-        return parse_query(
+        """``name`` parsed against this Discoverer's namespace and cluster domain, with
+        the reach the chain works for (``auto`` settled: ``cluster`` in a pod)."""
+        query = parse_query(
             name,
             namespace=namespace,
             default_namespace=self.namespace,
@@ -244,6 +276,15 @@ class Discoverer:
             include_not_ready=include_not_ready,
             backends=backends,
         )
+        chosen = self._settings.reach if reach is None else parse_reach(reach)
+        if backends and chosen == "external":
+            raise ConfigurationError(
+                "backends=True asks for pod addresses, which are cluster-internal: it "
+                "cannot be combined with reach='external'"
+            )
+        if chosen == "auto" and (backends or not self._settings.outside):
+            chosen = "cluster"
+        return query if chosen == "cluster" else attrs.evolve(query, reach=chosen)
 
     def _settle(self, key: Hashable, outcome: Resolution | DiscoveryError) -> Resolution:
         """Cache an answer, or bridge a failure with a labelled stale answer."""
@@ -272,6 +313,7 @@ class Discoverer:
         timeout: float | None = None,
         include_not_ready: bool = False,
         backends: bool = False,
+        reach: str | None = None,
         callback: Callback | None = None,
         on_error: ErrorCallback | None = None,
     ) -> Watch:
@@ -283,7 +325,7 @@ class Discoverer:
         """
         # Bad names and timeouts fail here, in the caller's thread, not later in a
         # callback thread.
-        query = self._query(name, namespace, port, include_not_ready, backends)
+        query = self._query(name, namespace, port, include_not_ready, backends, reach)
         checked = None if timeout is None else parse_timeout(timeout)
 
         def resolve() -> Resolution:
@@ -294,6 +336,7 @@ class Discoverer:
                 timeout=checked,
                 include_not_ready=include_not_ready,
                 backends=backends,
+                reach=reach,
             )
 
         w = Watch(
@@ -390,6 +433,7 @@ def discover(
     timeout: float | None = None,
     include_not_ready: bool = False,
     backends: bool = False,
+    reach: str | None = None,
 ) -> Resolution:
     """Find a Service with the default Discoverer (see ``Discoverer.discover``)."""
     return get_default_discoverer().discover(
@@ -399,6 +443,7 @@ def discover(
         timeout=timeout,
         include_not_ready=include_not_ready,
         backends=backends,
+        reach=reach,
     )
 
 
@@ -410,6 +455,7 @@ def watch(
     timeout: float | None = None,
     include_not_ready: bool = False,
     backends: bool = False,
+    reach: str | None = None,
     callback: Callback | None = None,
     on_error: ErrorCallback | None = None,
 ) -> Watch:
@@ -421,6 +467,7 @@ def watch(
         timeout=timeout,
         include_not_ready=include_not_ready,
         backends=backends,
+        reach=reach,
         callback=callback,
         on_error=on_error,
     )

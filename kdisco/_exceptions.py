@@ -6,6 +6,8 @@
     ├── ServiceNotFound                            every strategy that could tell says it is absent
     ├── NoReadyEndpoints                           it exists, nothing is ready
     ├── PortNotFound                               it exists, but not with the port asked for
+    ├── NotReachable                               it exists, but nothing routes to it from
+    │                                              outside the cluster (reach="external")
     ├── AccessDenied           (also PermissionError)   API 401/403, names the missing permission
     ├── DiscoveryTimeout       (also TimeoutError) the deadline passed before an answer
     └── DiscoveryUnavailable                       no strategy could give an answer (failures,
@@ -68,6 +70,12 @@ class NoReadyEndpoints(DiscoveryError):
 
 class PortNotFound(DiscoveryError):
     """The Service exists but declares no port with the name or number asked for."""
+
+
+class NotReachable(DiscoveryError):
+    """The Service exists, but nothing routes to it from outside the cluster: asked
+    with ``reach="external"``, it has no load balancer address, external IP, node port
+    or Ingress route."""
 
 
 class AccessDenied(DiscoveryError, PermissionError):

@@ -28,6 +28,8 @@ Clock = Callable[[], float]
 _SCHEME_NAMES = frozenset({"http", "https", "grpc", "grpcs", "h2c", "ws", "wss"})
 #: Schemes whose URLs may leave the port out.
 _DEFAULT_PORTS = frozenset({"http", "https", "ws", "wss"})
+#: The port each scheme's URL means when it names none.
+_ROUTE_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 class ServiceKind(enum.Enum):
@@ -49,6 +51,9 @@ class ServicePort:
     name: str | None = None
     protocol: str = "TCP"
     app_protocol: str | None = None
+    #: The port opened on every node for a NodePort or LoadBalancer Service
+    #: (``spec.ports[].nodePort``), where the source knows it (the api).
+    node_port: int | None = None
 
     @property
     def label(self) -> str:
@@ -100,6 +105,10 @@ class Endpoint:
     #: (``hints.forNodes``) whose clients this endpoint should serve.
     zone_hints: tuple[str, ...] = ()
     node_hints: tuple[str, ...] = ()
+    #: For an endpoint that is a URL rather than an address (an Ingress route, with
+    #: ``reach="external"``): its scheme and path, which ``Resolution.url()`` uses.
+    scheme: str | None = None
+    path: str | None = None
 
     @property
     def is_ipv6(self) -> bool:
@@ -188,6 +197,11 @@ class Resolution:
     #: The Service's ``spec.trafficDistribution`` (``PreferSameZone``,
     #: ``PreferSameNode``, ``PreferClose``), where the source knows it (the api).
     traffic_distribution: str | None = None
+    #: Where the endpoints can be reached from: ``"cluster"`` (ClusterIPs, pod IPs:
+    #: only from the cluster's network), ``"external"`` (LoadBalancer addresses, node
+    #: ports, Ingress URLs: from outside too), or None when the source does not say
+    #: (a static map, an ExternalName's external host, a plugin, a fake).
+    reach: str | None = None
     #: Bookkeeping, not data: left out of equality, hashing, repr and pickling.
     _freshness: Freshness | None = attrs.field(
         default=None, eq=False, repr=False, alias="freshness"
@@ -242,16 +256,18 @@ class Resolution:
     def url(self, scheme: str | None = None) -> str:
         """A URL for the first endpoint, IPv6 bracketed.
 
-        Without ``scheme``, the chosen port's appProtocol or name is used when it is a
-        URI scheme (http, https, grpc, ...), else ``tcp``. When no port is known (DNS
-        asked without a port name) a URL would name no port, which HTTP clients read
-        as 80 or reject: that raises ``PortNotFound``, unless ``scheme`` has a default
-        port (``http``, ``https``, ``ws``, ``wss``).
+        Without ``scheme``, the endpoint's own (an Ingress route's ``http`` or
+        ``https``) is used, else the chosen port's appProtocol or name when it is a URI
+        scheme (http, https, grpc, ...), else ``tcp``. An Ingress route's path is
+        appended, and its default port left out. When no port is known (DNS asked
+        without a port name) a URL would name no port, which HTTP clients read as 80
+        or reject: that raises ``PortNotFound``, unless ``scheme`` has a default port
+        (``http``, ``https``, ``ws``, ``wss``).
         """
         ep = self.first()
         if scheme is None:
-            scheme = "tcp"
-            if self.port is not None:
+            scheme = ep.scheme or "tcp"
+            if ep.scheme is None and self.port is not None:
                 for candidate in (self.port.app_protocol, self.port.name):
                     if candidate and candidate.lower() in _SCHEME_NAMES:
                         scheme = candidate.lower()
@@ -264,4 +280,11 @@ class Resolution:
                 service=self.service,
                 attempts=self.attempts,
             )
-        return f"{scheme}://{ep.address}"
+        if ep.scheme is None:
+            return f"{scheme}://{ep.address}"
+        # A route: the port is the scheme's default unless it says otherwise.
+        host = f"[{ep.host}]" if ep.is_ipv6 else ep.host
+        if ep.port is not None and ep.port != _ROUTE_PORTS.get(scheme.lower()):
+            host = f"{host}:{ep.port}"
+        path = (ep.path or "").rstrip("/")
+        return f"{scheme}://{host}{path}"

@@ -30,6 +30,10 @@ class Query:
     #: The pods behind a ClusterIP (NodePort, LoadBalancer) Service rather than its
     #: virtual IP; a headless Service's answer is its pods anyway.
     backends: bool = False
+    #: The view the strategy is asked for: ``"cluster"`` (addresses inside the cluster)
+    #: or ``"external"`` (ways in from outside it). The chain sets it per turn from the
+    #: caller's ``reach``.
+    reach: str = "cluster"
 
     def describe_port(self) -> str:
         if self.port is None:

@@ -32,6 +32,11 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
 DEFAULT_SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_STRATEGIES = ("dns", "env", "api")
+#: Where answers should be reachable from (``reach=``, ``KDISCO_REACH``): ``cluster``
+#: (ClusterIPs and pod IPs), ``external`` (load balancer addresses, node ports, Ingress
+#: URLs), ``auto`` (cluster inside a pod, external outside when there is a way in).
+REACHES = ("cluster", "external", "auto")
+DEFAULT_REACH = "auto"
 
 
 @attrs.frozen
@@ -189,6 +194,22 @@ def has_in_cluster_credentials(
     )
 
 
+def parse_reach(value: object, *, where: str = "reach") -> str:
+    """``cluster``, ``external`` or ``auto`` (any case); ConfigurationError otherwise."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in REACHES:
+        raise ConfigurationError(f"{where} must be 'cluster', 'external' or 'auto', not {value!r}")
+    return text
+
+
+def outside_cluster(environ: Mapping[str, str], serviceaccount_dir: str | os.PathLike[str]) -> bool:
+    """Whether this process runs outside the cluster: not in a pod (the kubelet sets
+    ``KUBERNETES_SERVICE_HOST`` in every container) and without in-cluster credentials."""
+    return not environ.get("KUBERNETES_SERVICE_HOST") and not (
+        (Path(serviceaccount_dir) / "token").is_file()
+    )
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Everything a ``Discoverer`` and its strategies are configured with.
@@ -218,6 +239,10 @@ class Settings:
     #: ``KDISCO_NODE`` or the downward API's ``NODE_NAME``; None when not said.
     zone: str | None = None
     node: str | None = None
+    #: Where answers should be reachable from (see ``REACHES``), and whether this
+    #: process runs outside the cluster (``outside_cluster``), which ``auto`` follows.
+    reach: str = DEFAULT_REACH
+    outside: bool = False
     clock: Clock = attrs.field(default=time.monotonic, repr=False)
     retry: RetryPolicy = attrs.Factory(RetryPolicy)
     cache: CachePolicy = attrs.Factory(CachePolicy)
@@ -248,6 +273,7 @@ class Settings:
         retry: RetryPolicy | None = None,
         cache: CachePolicy | bool = True,
         api_watch: WatchCachePolicy | bool = True,
+        reach: str | None = None,
     ) -> Settings:
         """Resolve every setting: argument, then environment variable, then detection.
 
@@ -350,6 +376,11 @@ class Settings:
             sources["strategies"] = "default"
         (zone, node), said = caller_topology(env)
         sources.update(said)
+        reach_value, where = pick("reach", reach, "KDISCO_REACH")
+        if reach_value is None:
+            chosen_reach, sources["reach"] = DEFAULT_REACH, "default"
+        else:
+            chosen_reach = parse_reach(reach_value, where=where or "reach")
 
         return cls(
             namespace=ns,
@@ -371,6 +402,8 @@ class Settings:
             sources=sources,
             zone=zone,
             node=node,
+            reach=chosen_reach,
+            outside=outside_cluster(env, sa_dir),
         )
 
 

@@ -995,7 +995,7 @@ def test_direct_reads_start_no_thread_per_request(
         # The test server runs a thread per connection; those are not kdisco's.
         return [t for t in threading.enumerate() if "process_request" not in t.name]
 
-    with Discoverer(strategies=[strategy], environ={}, cache=False) as d:
+    with Discoverer(strategies=[strategy], environ={}, cache=False, reach="cluster") as d:
         d.discover("payments.billing")
         before = ours()
         started.clear()

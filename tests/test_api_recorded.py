@@ -150,7 +150,11 @@ def miss(result: Resolution | Miss) -> Miss:
 
 def api_port(p: Port) -> ServicePort:
     return ServicePort(
-        port=p.port, name=p.name or None, protocol=p.protocol, app_protocol=p.app_protocol
+        port=p.port,
+        name=p.name or None,
+        protocol=p.protocol,
+        app_protocol=p.app_protocol,
+        node_port=p.node_port,
     )
 
 

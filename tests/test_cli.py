@@ -96,13 +96,17 @@ def test_json_shape(static_env: Path, capsys: pytest.CaptureFixture[str]) -> Non
             "pod": None,
             "node": None,
             "zone": None,
+            "scheme": None,
+            "path": None,
         }
     ]
+    http = {"name": "http", "port": 8080, "protocol": "TCP", "app_protocol": None}
     assert data["ports"] == [
-        {"name": "http", "port": 8080, "protocol": "TCP", "app_protocol": None},
-        {"name": "grpc", "port": 9090, "protocol": "TCP", "app_protocol": None},
+        {**http, "node_port": None},
+        {"name": "grpc", "port": 9090, "protocol": "TCP", "app_protocol": None, "node_port": None},
     ]
-    assert data["port"] == {"name": "http", "port": 8080, "protocol": "TCP", "app_protocol": None}
+    assert data["port"] == {**http, "node_port": None}
+    assert data["reach"] is None  # a static map's addresses are what was written
     assert data["attempts"] == []
 
 

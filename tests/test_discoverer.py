@@ -536,7 +536,9 @@ class TestReviewFindings:
         dns_strategy = kdisco.Discoverer(
             strategies=["dns"], dns_server="127.0.0.1:1", environ={}
         ).strategies[0]
-        d = kdisco.Discoverer(strategies=[dns_strategy, fake], environ={}, namespace="default")
+        d = kdisco.Discoverer(
+            strategies=[dns_strategy, fake], environ={}, namespace="default", reach="cluster"
+        )
         res = d.discover("db", include_not_ready=True, timeout=0.5)
         assert res.source == "fake"
         assert res.attempts[0].outcome is kdisco.Outcome.NOT_APPLICABLE

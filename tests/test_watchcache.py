@@ -84,6 +84,9 @@ def make(
         if isinstance(clock, Clock):
             clock.now += seconds
 
+    # These tests are about the cluster view the watch cache serves (outside a
+    # cluster, ``auto`` would look for a way in first: tests/test_reach.py).
+    kw.setdefault("reach", "cluster")
     return Discoverer(
         strategies=[api],
         namespace="billing",

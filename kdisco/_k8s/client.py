@@ -688,11 +688,19 @@ def raise_for_status(status: int, body: bytes, what: What) -> bool:
             )
         else:
             group = resource.partition(".")[2]
-            text = (
-                f"forbidden: needs {verb!r} on {resource!r} in namespace {namespace!r} "
-                f"(a Role rule: apiGroups [{group!r}], resources "
-                f"[{resource.split('.')[0]!r}], verbs [{verb!r}]); the API said: {message}"
+            rule = (
+                f"apiGroups [{group!r}], resources [{resource.split('.')[0]!r}], verbs [{verb!r}]"
             )
+            if namespace:
+                text = (
+                    f"forbidden: needs {verb!r} on {resource!r} in namespace {namespace!r} "
+                    f"(a Role rule: {rule}); the API said: {message}"
+                )
+            else:  # a cluster-scoped resource (nodes): a Role cannot grant it
+                text = (
+                    f"forbidden: needs {verb!r} on {resource!r}, cluster-wide (a ClusterRole "
+                    f"rule: {rule}, bound with a ClusterRoleBinding); the API said: {message}"
+                )
         raise AccessDenied(text, verb=verb, resource=resource, namespace=namespace, status=status)
     if status == 429 or status >= 500:
         raise TransientError(f"{verb} {resource} in {namespace!r}: HTTP {status}: {message}")

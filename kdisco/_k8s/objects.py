@@ -24,7 +24,7 @@ from kdisco._strategies.base import Miss
 Json = dict[str, Any]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-_KINDS = {
+KINDS = {
     "ClusterIP": ServiceKind.CLUSTER_IP,
     "NodePort": ServiceKind.NODE_PORT,
     "LoadBalancer": ServiceKind.LOAD_BALANCER,
@@ -44,19 +44,19 @@ class MalformedObject(ValueError):
     """
 
 
-def _bad(where: str, value: object, expected: str) -> MalformedObject:
+def bad_field(where: str, value: object, expected: str) -> MalformedObject:
     shown = repr(value)
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return MalformedObject(f"{where} is {shown}, not {expected}")
 
 
-def _str(obj: Json, key: str, where: str, *, default: str | None = None) -> str | None:
+def get_str(obj: Json, key: str, where: str, *, default: str | None = None) -> str | None:
     value = obj.get(key)
     if value is None:
         return default
     if not isinstance(value, str):
-        raise _bad(f"{where}.{key}", value, "a string")
+        raise bad_field(f"{where}.{key}", value, "a string")
     return value
 
 
@@ -64,7 +64,7 @@ def _bool(obj: Json, key: str, where: str) -> bool | None:
     value = obj.get(key)
     if value is None or isinstance(value, bool):
         return value
-    raise _bad(f"{where}.{key}", value, "true, false or null")
+    raise bad_field(f"{where}.{key}", value, "true, false or null")
 
 
 def _port(obj: Json, key: str, where: str, *, required: bool) -> int | None:
@@ -72,25 +72,25 @@ def _port(obj: Json, key: str, where: str, *, required: bool) -> int | None:
     if value is None and not required:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise _bad(f"{where}.{key}", value, "a port number 1-65535")
+        raise bad_field(f"{where}.{key}", value, "a port number 1-65535")
     return value
 
 
-def _dict(obj: Json, key: str, where: str) -> Json:
+def get_object(obj: Json, key: str, where: str) -> Json:
     value = obj.get(key)
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _bad(f"{where}.{key}", value, "an object")
+        raise bad_field(f"{where}.{key}", value, "an object")
     return value
 
 
-def _list(obj: Json, key: str, where: str) -> list[Any]:
+def get_list(obj: Json, key: str, where: str) -> list[Any]:
     value = obj.get(key)
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _bad(f"{where}.{key}", value, "a list")
+        raise bad_field(f"{where}.{key}", value, "a list")
     return value
 
 
@@ -111,7 +111,7 @@ def _ip(value: object, where: str, family: int | None = None) -> str:
         if len(families) > 1
         else ("an IPv4 address" if families[0] == socket.AF_INET else "an IPv6 address")
     )
-    raise _bad(where, value, expected)
+    raise bad_field(where, value, expected)
 
 
 def list_items(page: Json, what: str) -> list[Json]:
@@ -120,10 +120,10 @@ def list_items(page: Json, what: str) -> list[Json]:
     if items is None:
         return []
     if not isinstance(items, list):
-        raise _bad(f"{what}.items", items, "a list")
+        raise bad_field(f"{what}.items", items, "a list")
     for i, item in enumerate(items):
         if not isinstance(item, dict):
-            raise _bad(f"{what}.items[{i}]", item, "an object")
+            raise bad_field(f"{what}.items[{i}]", item, "an object")
     return items
 
 
@@ -156,6 +156,13 @@ class ServiceInfo:
     external_name: str = ""
     publish_not_ready: bool = False
     traffic_distribution: str | None = None
+    #: What reaches the Service from outside the cluster (``reach="external"``): its
+    #: load balancer's addresses (``status.loadBalancer.ingress``: IPs or hostnames),
+    #: ``spec.externalIPs``, and ``spec.externalTrafficPolicy`` (``Local``: only nodes
+    #: running one of its pods answer on the node port).
+    load_balancer: tuple[str, ...] = ()
+    external_ips: tuple[str, ...] = ()
+    external_traffic_policy: str = "Cluster"
 
     @classmethod
     def from_json(cls, svc: Json) -> ServiceInfo:
@@ -163,30 +170,41 @@ class ServiceInfo:
         defines it."""
         given: object = svc  # JSON from a server: checked, whatever the annotation says
         if not isinstance(given, dict):
-            raise _bad("Service", given, "an object")
+            raise bad_field("Service", given, "an object")
         where = f"Service {object_name(svc)!r}"
-        spec = _dict(svc, "spec", where)
+        spec = get_object(svc, "spec", where)
         where += ".spec"
-        ips = _list(spec, "clusterIPs", where)
+        ips = get_list(spec, "clusterIPs", where)
         if not ips:
-            single = _str(spec, "clusterIP", where)
+            single = get_str(spec, "clusterIP", where)
             ips = [single] if single else []
         if "None" in ips and len(ips) > 1:
-            raise _bad(f"{where}.clusterIPs", ips, '"None" alone (headless) or addresses')
+            raise bad_field(f"{where}.clusterIPs", ips, '"None" alone (headless) or addresses')
         cluster_ips = tuple(
             ip if ip == "None" else _ip(ip, f"{where}.clusterIPs[{i}]") for i, ip in enumerate(ips)
         )
-        kind = _str(spec, "type", where, default="ClusterIP") or "ClusterIP"
-        external = (_str(spec, "externalName", where) or "").removesuffix(".")
+        kind = get_str(spec, "type", where, default="ClusterIP") or "ClusterIP"
+        external = (get_str(spec, "externalName", where) or "").removesuffix(".")
         if kind == "ExternalName" and not is_dns_name(external):
-            raise _bad(f"{where}.externalName", external, "a DNS name")
+            raise bad_field(f"{where}.externalName", external, "a DNS name")
+        external_ips = tuple(
+            _ip(ip, f"{where}.externalIPs[{i}]")
+            for i, ip in enumerate(get_list(spec, "externalIPs", where))
+        )
+        status = get_object(svc, "status", f"Service {object_name(svc)!r}")
+        lb = get_object(status, "loadBalancer", f"Service {object_name(svc)!r}.status")
         return cls(
             type=kind,
             ports=service_ports(spec, where),
             cluster_ips=cluster_ips,
             external_name=external,
             publish_not_ready=bool(_bool(spec, "publishNotReadyAddresses", where)),
-            traffic_distribution=_str(spec, "trafficDistribution", where) or None,
+            traffic_distribution=get_str(spec, "trafficDistribution", where) or None,
+            load_balancer=load_balancer_addresses(
+                lb, f"Service {object_name(svc)!r}.status.loadBalancer"
+            ),
+            external_ips=external_ips,
+            external_traffic_policy=get_str(spec, "externalTrafficPolicy", where) or "Cluster",
         )
 
     def slice_port_name(self, wanted: int | str | None) -> str | None:
@@ -197,21 +215,42 @@ class ServiceInfo:
 
 def service_ports(spec: Json, where: str = "spec") -> tuple[ServicePort, ...]:
     ports: list[ServicePort] = []
-    for i, p in enumerate(_list(spec, "ports", where)):
+    for i, p in enumerate(get_list(spec, "ports", where)):
         at = f"{where}.ports[{i}]"
         if not isinstance(p, dict):
-            raise _bad(at, p, "an object")
+            raise bad_field(at, p, "an object")
         number = _port(p, "port", at, required=True)
         assert number is not None
         ports.append(
             ServicePort(
                 port=number,
-                name=_str(p, "name", at) or None,
-                protocol=_str(p, "protocol", at) or "TCP",
-                app_protocol=_str(p, "appProtocol", at) or None,
+                name=get_str(p, "name", at) or None,
+                protocol=get_str(p, "protocol", at) or "TCP",
+                app_protocol=get_str(p, "appProtocol", at) or None,
+                node_port=_port(p, "nodePort", at, required=False),
             )
         )
     return tuple(ports)
+
+
+def load_balancer_addresses(status: Json, where: str) -> tuple[str, ...]:
+    """A ``LoadBalancerStatus``'s addresses: each ingress's ``ip``, else its
+    ``hostname`` (a Service's and an Ingress's status have the same shape)."""
+    found: list[str] = []
+    for i, entry in enumerate(get_list(status, "ingress", where)):
+        at = f"{where}.ingress[{i}]"
+        if not isinstance(entry, dict):
+            raise bad_field(at, entry, "an object")
+        ip = get_str(entry, "ip", at)
+        if ip:
+            found.append(_ip(ip, f"{at}.ip"))
+            continue
+        hostname = (get_str(entry, "hostname", at) or "").removesuffix(".")
+        if hostname:
+            if not is_dns_name(hostname):
+                raise bad_field(f"{at}.hostname", hostname, "a DNS name")
+            found.append(hostname)
+    return tuple(found)
 
 
 class SliceInfo:
@@ -251,18 +290,18 @@ class SliceInfo:
         """
         given: object = sl  # JSON from a server: checked, whatever the annotation says
         if not isinstance(given, dict):
-            raise _bad("EndpointSlice", given, "an object")
+            raise bad_field("EndpointSlice", given, "an object")
         where = f"EndpointSlice {object_name(sl)!r}"
-        meta = _dict(sl, "metadata", where)
-        labels = _dict(meta, "labels", f"{where}.metadata")
+        meta = get_object(sl, "metadata", where)
+        labels = get_object(meta, "labels", f"{where}.metadata")
         port_list: list[tuple[str, int | None]] = []
-        for i, p in enumerate(_list(sl, "ports", where)):
+        for i, p in enumerate(get_list(sl, "ports", where)):
             at = f"{where}.ports[{i}]"
             if not isinstance(p, dict):
-                raise _bad(at, p, "an object")
-            port_list.append((_str(p, "name", at) or "", _port(p, "port", at, required=False)))
+                raise bad_field(at, p, "an object")
+            port_list.append((get_str(p, "name", at) or "", _port(p, "port", at, required=False)))
         ports = tuple(port_list)
-        address_type = _str(sl, "addressType", where) or ""
+        address_type = get_str(sl, "addressType", where) or ""
         port: int | None = None
         if ports:
             port = ports[0][1]
@@ -271,13 +310,13 @@ class SliceInfo:
                     port = number
                     break
         return cls(
-            name=_str(meta, "name", where) or "",
-            service=_str(labels, SERVICE_NAME_LABEL, f"{where}.metadata.labels") or "",
+            name=get_str(meta, "name", where) or "",
+            service=get_str(labels, SERVICE_NAME_LABEL, f"{where}.metadata.labels") or "",
             address_type=address_type,
             ports=ports,
-            endpoints=_endpoints(_list(sl, "endpoints", where), port, address_type, where),
+            endpoints=_endpoints(get_list(sl, "endpoints", where), port, address_type, where),
             port=port,
-            resource_version=_str(meta, "resourceVersion", where) or "",
+            resource_version=get_str(meta, "resourceVersion", where) or "",
         )
 
     def port_for(self, wanted_name: str | None) -> tuple[bool, int | None]:
@@ -367,7 +406,7 @@ def answer_without_slices(query: Query, info: ServiceInfo) -> Resolution | Miss 
             port: int | None = query.port  # ExternalName ports are advisory only
         elif not ok:
             if in_cluster_target(external, service.cluster_domain) is None:
-                return _no_port(query, ports)
+                return no_port(query, ports)
             # An alias of another Service: the chain follows it, and that Service's
             # own ports answer the port name.
             port = None
@@ -384,12 +423,12 @@ def answer_without_slices(query: Query, info: ServiceInfo) -> Resolution | Miss 
             traffic_distribution=info.traffic_distribution,
         )
     if not ok:
-        return _no_port(query, ports)
+        return no_port(query, ports)
 
     if info.cluster_ips and info.cluster_ips != ("None",) and not query.backends:
         return Resolution(
             service=service,
-            kind=_KINDS.get(info.type, ServiceKind.UNKNOWN),
+            kind=KINDS.get(info.type, ServiceKind.UNKNOWN),
             endpoints=tuple(
                 Endpoint(host=ip, port=chosen.port if chosen else None) for ip in info.cluster_ips
             ),
@@ -430,7 +469,7 @@ def answer_from_merged(
         return Miss(Outcome.NO_READY_ENDPOINTS, f"{what} {service}: {detail}")
     return Resolution(
         service=service,
-        kind=ServiceKind.HEADLESS if headless else _KINDS.get(info.type, ServiceKind.UNKNOWN),
+        kind=ServiceKind.HEADLESS if headless else KINDS.get(info.type, ServiceKind.UNKNOWN),
         endpoints=endpoints,
         ports=info.ports,
         port=chosen,
@@ -439,7 +478,7 @@ def answer_from_merged(
     )
 
 
-def _no_port(query: Query, ports: tuple[ServicePort, ...]) -> Miss:
+def no_port(query: Query, ports: tuple[ServicePort, ...]) -> Miss:
     return Miss(
         Outcome.NO_SUCH_PORT,
         f"Service {query.service} declares no {query.describe_port()} "
@@ -513,6 +552,8 @@ ENDPOINT_FIELDS = (
     "zone",
     "zone_hints",
     "node_hints",
+    "scheme",
+    "path",
 )
 _SETTERS = tuple(Endpoint.__dict__[name].__set__ for name in ENDPOINT_FIELDS)
 
@@ -525,17 +566,17 @@ _HINT_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
 def _hints(hints: object, key: str, where: str) -> tuple[str, ...]:
     """``hints.forZones`` / ``hints.forNodes`` as a tuple of names."""
     if not isinstance(hints, dict):
-        raise _bad(where, hints, "an object")
+        raise bad_field(where, hints, "an object")
     entries = hints.get(key)
     if entries is None:
         return _NO_HINTS
     if not isinstance(entries, list):
-        raise _bad(f"{where}.{key}", entries, "a list")
+        raise bad_field(f"{where}.{key}", entries, "a list")
     names = []
     for j, entry in enumerate(entries):
         name = entry.get("name") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not name:
-            raise _bad(f"{where}.{key}[{j}]", entry, 'an object with a "name"')
+            raise bad_field(f"{where}.{key}[{j}]", entry, 'an object with a "name"')
         names.append(name)
     found = tuple(names)
     if len(_HINT_TUPLES) < 4096:
@@ -575,13 +616,15 @@ def _endpoints(
         s_zone,
         s_zone_hints,
         s_node_hints,
+        s_scheme,
+        s_path,
     ) = _SETTERS
     for i, raw in enumerate(raws):
         if not isinstance(raw, dict):
-            raise _bad(f"{where}.endpoints[{i}]", raw, "an object")
+            raise bad_field(f"{where}.endpoints[{i}]", raw, "an object")
         cond = raw.get("conditions") or {}
         if not isinstance(cond, dict):
-            raise _bad(f"{where}.endpoints[{i}].conditions", cond, "an object")
+            raise bad_field(f"{where}.endpoints[{i}].conditions", cond, "an object")
         # discovery/v1: ready nil means true; serving nil means "same as ready";
         # terminating nil means false.
         ready = cond.get("ready")
@@ -601,11 +644,11 @@ def _endpoints(
         pod = None
         if ref is not None:
             if not isinstance(ref, dict):
-                raise _bad(f"{where}.endpoints[{i}].targetRef", ref, "an object")
+                raise bad_field(f"{where}.endpoints[{i}].targetRef", ref, "an object")
             if ref.get("kind", "Pod") == "Pod":
                 pod = ref.get("name")
                 if pod is not None and not isinstance(pod, str):
-                    raise _bad(f"{where}.endpoints[{i}].targetRef.name", pod, "a string")
+                    raise bad_field(f"{where}.endpoints[{i}].targetRef.name", pod, "a string")
         hostname = raw.get("hostname") or None
         node = raw.get("nodeName") or None
         zone = raw.get("zone") or None
@@ -615,7 +658,7 @@ def _endpoints(
             and (zone is None or isinstance(zone, str))
         ):
             for key in ("hostname", "nodeName", "zone"):
-                _str(raw, key, f"{where}.endpoints[{i}]")
+                get_str(raw, key, f"{where}.endpoints[{i}]")
         if pod is not None and pod == hostname:
             pod = hostname  # one string object for both (StatefulSets)
         node = _intern(node) if node else None
@@ -627,7 +670,7 @@ def _endpoints(
             node_hints = _hints(hints, "forNodes", f"{where}.endpoints[{i}].hints")
         addresses = raw.get("addresses")
         if not isinstance(addresses, list):
-            raise _bad(f"{where}.endpoints[{i}].addresses", addresses, "a list")
+            raise bad_field(f"{where}.endpoints[{i}].addresses", addresses, "a list")
         for address in addresses:
             if check_ips:
                 try:
@@ -646,5 +689,7 @@ def _endpoints(
             s_zone(ep, zone)
             s_zone_hints(ep, zone_hints)
             s_node_hints(ep, node_hints)
+            s_scheme(ep, None)
+            s_path(ep, None)
             append(ep)
     return tuple(out)

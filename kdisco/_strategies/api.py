@@ -9,12 +9,12 @@ sans-I/O plan (``direct_read``) that each of them drives with its own client.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 import attrs
 
@@ -22,6 +22,7 @@ from kdisco._attempts import Outcome
 from kdisco._deadline import Clock, Deadline
 from kdisco._exceptions import AccessDenied, ConfigurationError, TransientError
 from kdisco._forksafe import after_fork_in_child
+from kdisco._k8s import routes
 from kdisco._k8s.client import KubeClient, What, continue_token, parse_list, parse_object
 from kdisco._k8s.informer import WatchCache
 from kdisco._k8s.objects import (
@@ -30,11 +31,12 @@ from kdisco._k8s.objects import (
     SliceInfo,
     answer_without_slices,
     list_items,
+    no_port,
     resolve_steps,
     service_path,
     slices_path,
 )
-from kdisco._models import Resolution
+from kdisco._models import Resolution, choose_port
 from kdisco._names import Query
 from kdisco._notify import Notifier
 from kdisco._policies import WatchCachePolicy
@@ -47,8 +49,6 @@ if TYPE_CHECKING:
     from kdisco._k8s.aioclient import AsyncKubeClient, LoopClients
 
 _SLICE_PAGE = 500
-#: The well-known label a Node's zone is published in.
-ZONE_LABEL = "topology.kubernetes.io/zone"
 #: Slices per page for asyncio callers. A page is parsed on the event loop one slice
 #: at a time (``PAUSE`` between), but its body is read and decoded whole: 50 slices
 #: of 100 endpoints are ~1 MB, well under a millisecond of copying.
@@ -83,6 +83,9 @@ class ApiStrategy:
     """
 
     name = "api"
+    #: It answers with cluster addresses, or (``query.reach == "external"``) with the
+    #: ways in from outside: see ``kdisco._k8s.routes``.
+    views = ("cluster", "external")
 
     def __init__(
         self,
@@ -247,6 +250,11 @@ class ApiStrategy:
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         if self._not_applicable is not None:
             return Miss(Outcome.NOT_APPLICABLE, self._not_applicable)
+        if query.reach == "external":
+            # Read directly: the watch cache holds Services and slices, not the
+            # Ingresses and Nodes an external answer may need.
+            with _explained_denial():
+                return self._direct(query, deadline)
         if self._watch is None:
             return self._direct(query, deadline)
         cached = self._watch.lookup(query, deadline)
@@ -261,6 +269,9 @@ class ApiStrategy:
         """``lookup`` for asyncio callers (same answers, same errors)."""
         if self._not_applicable is not None:
             return Miss(Outcome.NOT_APPLICABLE, self._not_applicable)
+        if query.reach == "external":
+            with _explained_denial():
+                return await self._adirect(query, deadline)
         if self._watch is None:
             return await self._adirect(query, deadline)
         cached = await self._watch.alookup(query, deadline)
@@ -284,14 +295,12 @@ class ApiStrategy:
             return None
         try:
             client = self._api_client(deadline)
-            found = client.get_json(
-                f"/api/v1/nodes/{quote(node, safe='')}", (), deadline, ("get", "nodes", "")
-            )
+            found = client.get_json(routes.node_path(node), (), deadline, ("get", "nodes", ""))
         except (TransientError, AccessDenied, ConfigurationError):
             return None
         meta = found.get("metadata") if isinstance(found, dict) else None
         labels = meta.get("labels") if isinstance(meta, dict) else None
-        zone = labels.get(ZONE_LABEL) if isinstance(labels, dict) else None
+        zone = labels.get(routes.ZONE_LABEL) if isinstance(labels, dict) else None
         return zone if isinstance(zone, str) and zone else None
 
     def _direct(self, query: Query, deadline: Deadline) -> Resolution | Miss:
@@ -373,9 +382,21 @@ def direct_read(query: Query, page_size: int) -> DirectRead:
     if body is None:
         return Miss(Outcome.NOT_FOUND, f"the API has no Service {name!r} in namespace {ns!r}")
     info = ServiceInfo.from_json(parse_object(body, get.what))
+    if query.reach == "external" and info.type != "ExternalName":
+        return (yield from external_read(query, info, page_size))
     early = answer_without_slices(query, info)
     if early is not None:
         return early
+    slices = yield from list_slices(query, info, page_size)
+    # (resolve_steps pauses by yielding None: PAUSE.)
+    return (yield from resolve_steps(query, info, lambda: slices))
+
+
+def list_slices(
+    query: Query, info: ServiceInfo, page_size: int
+) -> Generator[Get | None, bytes | None, list[SliceInfo]]:
+    """LIST the Service's EndpointSlices, page by page (part of ``direct_read``)."""
+    ns, name = query.service.namespace, query.service.name
     prefer = info.slice_port_name(query.port)
     selector = (
         ("labelSelector", f"{SERVICE_NAME_LABEL}={name}"),
@@ -396,8 +417,88 @@ def direct_read(query: Query, page_size: int) -> DirectRead:
         token = continue_token(page)
         if token is None:
             break
-    # (resolve_steps pauses by yielding None: PAUSE.)
-    return (yield from resolve_steps(query, info, lambda: slices))
+    return slices
+
+
+def external_read(query: Query, info: ServiceInfo, page_size: int) -> DirectRead:
+    """The ways into the Service from outside the cluster (``reach="external"``), in
+    the order ``kdisco._k8s.routes`` gives: its own load balancer addresses and
+    external IPs; else the Ingresses of its namespace that lead to it; else, for a
+    NodePort or LoadBalancer Service, node addresses with the node port."""
+    ns, name = query.service.namespace, query.service.name
+    chosen, ok = choose_port(info.ports, query.port)
+    if not ok:
+        return no_port(query, info.ports)
+    own = routes.service_addresses(query, info)
+    if own is not None:
+        return own
+    what = ("list", "ingresses.networking.k8s.io", ns)
+    found: list[routes.IngressRoute] = []
+    token: str | None = None
+    while True:
+        more = (("continue", token),) if token else ()
+        body = yield Get(routes.ingresses_path(ns), (("limit", str(page_size)), *more), what)
+        if body is None:
+            break
+        page = yield from parse_list(body, what)
+        for item in list_items(page, "IngressList"):
+            found.extend(routes.ingress_routes(item, name))
+        token = continue_token(page)
+        if token is None:
+            break
+    urls, port = routes.route_endpoints(found, info.ports, query.port)
+    if urls:
+        return routes.answer(query, info, urls, port)
+    looked_at = "no load balancer address or external IP, no Ingress leads to it"
+    node_port = chosen.node_port if chosen else None
+    if node_port is None:
+        if info.type in ("NodePort", "LoadBalancer"):
+            looked_at += f", and {chosen.label if chosen else 'it'} has no node port"
+        return routes.no_route(query, info, looked_at=looked_at)
+    only: frozenset[str] | None = None
+    nodes: list[routes.NodeInfo] = []
+    if info.external_traffic_policy == "Local":
+        # Only nodes running a ready pod of the Service answer on its node port.
+        slices = yield from list_slices(query, info, page_size)
+        ready = sorted(
+            {ep.node for sl in slices for ep in sl.endpoints(None) if ep.ready and ep.node}
+        )
+        only = frozenset(ready)
+        for node in ready[: routes.LOCAL_NODES]:
+            body = yield Get(routes.node_path(node), (), ("get", "nodes", ""))
+            if body is not None:
+                nodes.append(routes.NodeInfo.from_json(parse_object(body, ("get", "nodes", ""))))
+    else:
+        what = ("list", "nodes", "")
+        body = yield Get(routes.NODES_PATH, (("limit", str(routes.NODE_PAGE)),), what)
+        if body is not None:
+            page = yield from parse_list(body, what)
+            nodes = [routes.NodeInfo.from_json(item) for item in list_items(page, "NodeList")]
+    endpoints = routes.node_endpoints(nodes, node_port, only=only)
+    if not query.include_not_ready:
+        endpoints = tuple(ep for ep in endpoints if ep.ready)
+    if not endpoints:
+        which = "Ready node" if only is None else "Ready node running one of its pods"
+        looked_at += f"; node port {node_port}, but no {which} has an address"
+        return routes.no_route(query, info, looked_at=looked_at)
+    return routes.answer(query, info, endpoints, chosen)
+
+
+@contextlib.contextmanager
+def _explained_denial() -> Iterator[None]:
+    """Say, in a refusal met while looking for a way in from outside, what it was for."""
+    try:
+        yield
+    except AccessDenied as exc:
+        raise AccessDenied(
+            f"{exc.message}; reach='external' reads the Service's Ingresses and its "
+            "nodes (a ClusterRole: get/list on nodes) to find a way in from outside the "
+            "cluster (see the README's RBAC section), or ask with reach='cluster'",
+            verb=exc.verb,
+            resource=exc.resource,
+            namespace=exc.namespace,
+            status=exc.status,
+        ) from exc
 
 
 class _Building:

@@ -12,7 +12,13 @@ from kdisco._models import Resolution
 from kdisco._names import Query
 
 _MISS_OUTCOMES = frozenset(
-    {Outcome.NOT_FOUND, Outcome.NOT_APPLICABLE, Outcome.NO_SUCH_PORT, Outcome.NO_READY_ENDPOINTS}
+    {
+        Outcome.NOT_FOUND,
+        Outcome.NOT_APPLICABLE,
+        Outcome.NO_SUCH_PORT,
+        Outcome.NO_READY_ENDPOINTS,
+        Outcome.NO_EXTERNAL_ROUTE,
+    }
 )
 
 
@@ -20,7 +26,8 @@ _MISS_OUTCOMES = frozenset(
 class Miss:
     """A strategy's definitive "no answer from me", with the reason.
 
-    ``outcome`` is one of NOT_FOUND, NOT_APPLICABLE, NO_SUCH_PORT, NO_READY_ENDPOINTS.
+    ``outcome`` is one of NOT_FOUND, NOT_APPLICABLE, NO_SUCH_PORT, NO_READY_ENDPOINTS,
+    NO_EXTERNAL_ROUTE.
     A miss is never retried; the chain moves on to the next strategy.
     """
 
@@ -51,6 +58,14 @@ class Strategy(Protocol):
     ``aclose``, ``close()`` runs in a worker thread too. ``prepare_async()``, if
     present, is called once before the first async use, off the event loop: the place
     to import what ``alookup`` needs, so that nothing is imported on the loop.
+
+    ``views``, if present, says which views of the cluster a strategy gives (see
+    ``kdisco.Discoverer``'s ``reach``): ``("cluster",)`` for one that only knows
+    cluster-internal addresses (dns, env: the chain does not ask it for
+    ``reach="external"``), ``("cluster", "external")`` for one that gives either as
+    ``query.reach`` asks (api). Without it, a strategy's answers are taken as they are,
+    whatever the reach (static, plugins): the chain asks it once, with
+    ``query.reach`` set to the reach it prefers.
     """
 
     @property

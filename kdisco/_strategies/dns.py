@@ -67,6 +67,9 @@ class DnsStrategy:
     """
 
     name = "dns"
+    #: Only cluster-internal addresses (ClusterIPs, pod IPs): not asked for
+    #: ``reach="external"``.
+    views = ("cluster",)
 
     def __init__(
         self,

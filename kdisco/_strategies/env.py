@@ -39,6 +39,9 @@ class EnvStrategy:
     """
 
     name = "env"
+    #: Only cluster-internal addresses (ClusterIPs, pod IPs): not asked for
+    #: ``reach="external"``.
+    views = ("cluster",)
 
     def __init__(self, environ: Mapping[str, str], *, namespace: str | None) -> None:
         self._environ = environ
