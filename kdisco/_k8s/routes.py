@@ -284,7 +284,5 @@ def service_addresses(query: Query, info: ServiceInfo) -> Resolution | None:
 
 def no_route(query: Query, info: ServiceInfo, *, looked_at: str) -> Miss:
     """The miss that says why nothing leads into the Service from outside."""
-    return Miss(
-        Outcome.NO_EXTERNAL_ROUTE,
-        f"{info.type} Service {query.service} has no way in from outside the cluster ({looked_at})",
-    )
+    what = "headless" if _kind(info) is ServiceKind.HEADLESS else info.type
+    return Miss(Outcome.NO_EXTERNAL_ROUTE, f"{what} Service {query.service}: {looked_at}")
