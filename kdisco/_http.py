@@ -273,6 +273,38 @@ def port_of(ep: Endpoint, target: Target) -> int:
     return ep.port
 
 
+#: The port a URL of each scheme means when it names none.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@attrs.frozen
+class Route:
+    """Where a request goes when the endpoint picked is a URL (an Ingress route, which
+    ``reach="external"`` answers with): its scheme, the URL's port (None: the scheme's
+    default), the ``Host`` to send (the rule's host: the Ingress routes on it), and
+    the request's path under the route's."""
+
+    scheme: str
+    port: int | None
+    host_header: str
+    path: str
+
+
+def route_of(ep: Endpoint, path: str) -> Route | None:
+    """The ``Route`` for ``ep`` and a request path, or None when ``ep`` is an address."""
+    if ep.scheme is None:
+        return None
+    port = None if ep.port == _DEFAULT_PORTS.get(ep.scheme) else ep.port
+    host = f"[{ep.host}]" if ":" in ep.host else ep.host
+    prefix = (ep.path or "").rstrip("/")
+    return Route(
+        scheme=ep.scheme,
+        port=port,
+        host_header=host if port is None else f"{host}:{port}",
+        path=prefix + (path if path.startswith("/") else "/" + path),
+    )
+
+
 def not_a_service(exc: BaseException) -> bool:
     """A name that looked like a Service but is none here: the URL goes out as it is."""
     return isinstance(exc, ServiceNotFound)

@@ -60,6 +60,15 @@ class _Common:
 
     def _point(self, request: _httpx.Request, target: _http.Target, pick: _balancer.Pick) -> None:
         ep = pick.endpoint
+        route = _http.route_of(ep, request.url.path)
+        if route is not None:
+            # An Ingress route: its URL, and the Host it routes on (TLS, if any, is
+            # checked against that host, the name the connection really goes to).
+            request.url = request.url.copy_with(
+                scheme=route.scheme, host=ep.host, port=route.port, path=route.path
+            )
+            request.headers["Host"] = route.host_header
+            return
         request.url = _at(request.url, ep.host, _http.port_of(ep, target))
         if request.url.scheme == "https":
             # The TLS handshake names the Service (SNI) and checks its certificate
@@ -168,7 +177,7 @@ class Transport(_Common, _httpx.BaseTransport):
     def _send(
         self, request: _httpx.Request, target: _http.Target, tries: _http.Tries
     ) -> _httpx.Response:
-        url, extensions = request.url, request.extensions
+        url, extensions, host = request.url, request.extensions, request.headers.get("Host")
         while True:
             pick = tries.next()
             self._point(request, target, pick)
@@ -181,6 +190,8 @@ class Transport(_Common, _httpx.BaseTransport):
             finally:
                 # What the caller sees (response.request, redirects) names the Service.
                 request.url, request.extensions = url, extensions
+                if host is not None:  # an Ingress route sent its own
+                    request.headers["Host"] = host
             return self._tracked(response, pick)
 
     def close(self) -> None:
@@ -214,7 +225,7 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
         if target is None or res is None:
             return await self._inner.handle_async_request(request)
         tries = await self._routing.atries(res, request.method, d)
-        url, extensions = request.url, request.extensions
+        url, extensions, host = request.url, request.extensions, request.headers.get("Host")
         while True:
             pick = tries.next()
             self._point(request, target, pick)
@@ -226,6 +237,8 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
                 raise
             finally:
                 request.url, request.extensions = url, extensions
+                if host is not None:  # an Ingress route sent its own
+                    request.headers["Host"] = host
             return self._tracked(response, pick)
 
     @property

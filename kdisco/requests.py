@@ -68,6 +68,7 @@ class Adapter(_adapters.HTTPAdapter):
         if target is None or res is None:
             return super().send(request, *args, **kwargs)
         original, had_host = request.url, "Host" in request.headers
+        original_host = request.headers.get("Host")
         if not had_host:
             request.headers["Host"] = url.netloc or ""
         tries = self._routing.tries(res, request.method or "GET", d)
@@ -76,8 +77,17 @@ class Adapter(_adapters.HTTPAdapter):
                 pick = tries.next()
                 ep = pick.endpoint
                 host = f"[{ep.host}]" if ":" in ep.host else ep.host
-                request.url = url._replace(host=host, port=_http.port_of(ep, target)).url
-                self._tls_names[request] = target.host
+                route = _http.route_of(ep, url.path or "/")
+                if route is not None:
+                    # An Ingress route: its URL and the Host it routes on; TLS is
+                    # checked against that host, the name connected to.
+                    request.url = url._replace(
+                        scheme=route.scheme, host=host, port=route.port, path=route.path
+                    ).url
+                    request.headers["Host"] = route.host_header
+                else:
+                    request.url = url._replace(host=host, port=_http.port_of(ep, target)).url
+                    self._tls_names[request] = target.host
                 try:
                     response = super().send(request, *args, **kwargs)
                 except BaseException as exc:
@@ -92,6 +102,8 @@ class Adapter(_adapters.HTTPAdapter):
             self._tls_names.pop(request, None)
             if not had_host:
                 del request.headers["Host"]
+            elif original_host is not None:
+                request.headers["Host"] = original_host
 
     @property
     def balancer(self) -> _balancer.Balancer:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 
 class Pod:
@@ -95,3 +96,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class IngressRoutes:
+    """A strategy answering as ``reach="external"`` does for a Service behind an
+    Ingress: each endpoint a URL (scheme, host, port, path), here of pods on
+    127.0.0.1 (a real Ingress's host would be its rule's)."""
+
+    name = "routes"
+
+    def __init__(self, pods: list[Pod], path: str) -> None:
+        self._pods = pods
+        self._path = path
+
+    def lookup(self, query: Any, deadline: Any) -> Any:
+        import kdisco
+
+        return kdisco.Resolution(
+            service=query.service,
+            kind=kdisco.ServiceKind.CLUSTER_IP,
+            endpoints=tuple(
+                kdisco.Endpoint(host="127.0.0.1", port=p.port, scheme="http", path=self._path)
+                for p in self._pods
+            ),
+            source="api",
+            reach="external",
+        )

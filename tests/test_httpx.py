@@ -20,7 +20,7 @@ import kdisco.httpx
 from kdisco.aio import AsyncDiscoverer
 from kdisco.testing import FakeResolver, override
 from tests._helpers_api import make_certs
-from tests._pods import Pod, free_port, pods
+from tests._pods import IngressRoutes, Pod, free_port, pods
 
 
 def discoverer(mapping: dict[str, object]) -> kdisco.Discoverer:
@@ -248,3 +248,31 @@ def test_a_request_is_in_flight_until_its_body_is_read(three: list[Pod]) -> None
         client.get("http://payments.billing/")
         assert transport.balancer.health(pod).in_flight == 0
     assert transport.balancer.health(pod).consecutive_failures == 0
+
+
+def test_an_ingress_route_gets_its_url_path_prefix_and_host(three: list[Pod]) -> None:
+    # reach="external" answers a Service behind an Ingress with URLs: the request goes
+    # to the route (its scheme, host, port) under its path, with the Host it routes on.
+    d = kdisco.Discoverer(
+        strategies=[IngressRoutes(three[:2], "/shop/")],
+        namespace="default",
+        environ={},
+        resolv_conf="/nonexistent",
+    )
+
+    async def via_async() -> httpx.Response:
+        async with httpx.AsyncClient(
+            transport=kdisco.httpx.AsyncTransport(AsyncDiscoverer.wrap(d))
+        ) as client:
+            return await client.get("http://web.shop/items?page=2")
+
+    with httpx.Client(transport=kdisco.httpx.Transport(d)) as client:
+        replies = [client.get("http://web.shop/items?page=2") for _ in range(4)]
+    replies.append(asyncio.run(via_async()))
+    assert {served_by(r) for r in replies} == {0, 1}
+    for r in replies:
+        body = r.json()
+        assert body["path"] == "/shop/items?page=2"
+        assert body["host"] == f"127.0.0.1:{three[served_by(r)].port}"
+        assert str(r.request.url) == "http://web.shop/items?page=2"
+        assert r.request.headers["Host"] == "web.shop"

@@ -13,7 +13,7 @@ import kdisco
 import kdisco.requests
 from kdisco.testing import FakeResolver
 from tests._helpers_api import make_certs
-from tests._pods import Pod, free_port, pods
+from tests._pods import IngressRoutes, Pod, free_port, pods
 
 
 def session_for(
@@ -88,3 +88,20 @@ def test_tls_against_the_service_name(tmp_path: Path) -> None:
         other, _ = session_for({"orders.billing": [p.address for p in started]})
         with other, pytest.raises(requests.exceptions.SSLError):
             other.get("https://orders.billing/", verify=str(certs.ca))
+
+
+def test_an_ingress_route_gets_its_url_path_prefix_and_host(three: list[Pod]) -> None:
+    d = kdisco.Discoverer(
+        strategies=[IngressRoutes(three[:1], "/shop")],
+        namespace="default",
+        environ={},
+        resolv_conf="/nonexistent",
+    )
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("http://", kdisco.requests.Adapter(d))
+    with session:
+        reply = session.get("http://web.shop/items", headers={"Host": "kept"})
+    assert reply.json()["path"] == "/shop/items"
+    assert reply.json()["host"] == f"127.0.0.1:{three[0].port}"
+    assert reply.request.headers["Host"] == "kept"
