@@ -10,6 +10,7 @@ knows strategies only by the ``Strategy`` contract.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -285,13 +286,7 @@ class ChainRun:
                     )
                 )
             if self._outside and result.reach == "cluster":
-                self._attempts.append(
-                    Attempt(
-                        strategy=step.strategy.name,
-                        outcome=Outcome.WARNING,
-                        reason=OUTSIDE_WARNING.format(what=_kind_of(result)),
-                    )
-                )
+                self._attempts.append(_outside_warning(step.strategy.name, _kind_of(result)))
             self._answer = _combine(
                 [*self._hops, result], tuple(self._attempts), tuple(self._via), self._deadline.clock
             )
@@ -402,6 +397,15 @@ class ChainRun:
         return DiscoveryUnavailable(
             f"no strategy could answer for {what}", service=service, attempts=attempts
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _outside_warning(strategy: str, what: str) -> Attempt:
+    # One value per (strategy, kind): every uncached answer outside a cluster has
+    # one, and building (and redacting) it anew each time is wasted work.
+    return Attempt(
+        strategy=strategy, outcome=Outcome.WARNING, reason=OUTSIDE_WARNING.format(what=what)
+    )
 
 
 def _kind_of(result: Resolution) -> str:
