@@ -61,11 +61,13 @@ def _status(args: argparse.Namespace) -> int:
     alive = lab.alive()
     api = info.apiserver_ready()
     dns = info.dns_ready()
+    kcm = info.controller_manager_ready()
     print(f"processes: {alive}")
     print(f"apiserver {info.apiserver_url} ready={api}")
+    print(f"controller-manager {info.controller_manager_url} healthy={kcm}")
     print(f"dns {info.dns_server} ready={dns}")
     print(f"env file: {sd / 'lab.env'}")
-    return 0 if (api and dns and all(alive.values())) else 1
+    return 0 if (api and kcm and dns and all(alive.values())) else 1
 
 
 def _dns(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Start and stop a local lab: etcd + kube-apiserver + CoreDNS on 127.0.0.1.
+"""Start and stop a local lab: etcd + kube-apiserver + kube-controller-manager +
+CoreDNS on 127.0.0.1.
 
 Every process is started in its own session (process group) and stopped by
 the pid recorded when it was started (checked against its start time so a
@@ -40,6 +41,20 @@ CLUSTER_DOMAIN = "cluster.local"
 SERVICE_CIDR_V4 = "10.96.0.0/16"
 SERVICE_CIDR_V6 = "fd00:10:96::/112"
 ADMIN_USER = "kdisco-lab-admin"
+#: The controllers kube-controller-manager runs in the lab (v1.35 long names):
+#: EndpointSlices from Pods and from custom Endpoints, namespace deletion, the
+#: ``default`` ServiceAccounts and their token Secrets, ownerReference clean-up.
+CONTROLLERS = (
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "garbage-collector-controller",
+)
+#: The value of ``endpointslice.kubernetes.io/managed-by`` on the controller's slices.
+CONTROLLER_MANAGED_BY = "endpointslice-controller.k8s.io"
+_PROBE_SERVICE = "kdisco-lab-probe"
 
 
 class LabError(RuntimeError):
@@ -197,6 +212,8 @@ class LabInfo:
     dual_stack: bool = False
     workdir: Path | None = None
     etcd_url: str | None = None
+    #: kube-controller-manager's health endpoint (None: the lab runs none).
+    controller_manager_url: str | None = None
     _lab: Lab | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
@@ -240,8 +257,22 @@ class LabInfo:
             return False
         return rcode == 0 and an > 0
 
+    def controller_manager_ready(self, timeout: float = 2.0) -> bool:
+        """True if kube-controller-manager answers ``/healthz`` with ``ok``."""
+        if not self.controller_manager_url:
+            return False
+        try:
+            code, body = _http_get(
+                self.controller_manager_url + "/healthz", ca=self.ca_path, timeout=timeout
+            )
+        except (OSError, ssl.SSLError):
+            return False
+        return code == 200 and body.strip() == "ok"
+
     def ready(self) -> bool:
-        return self.apiserver_ready() and self.dns_ready()
+        """Every server answers (a lab without a controller-manager is not ready:
+        tests read controller-made EndpointSlices)."""
+        return self.apiserver_ready() and self.dns_ready() and self.controller_manager_ready()
 
     def compact_etcd(self) -> int:
         """Compact etcd up to its current revision (makes older watches get 410 Gone).
@@ -329,7 +360,7 @@ class _Proc:
 
 
 class Lab:
-    """A local etcd + kube-apiserver + CoreDNS.
+    """A local etcd + kube-apiserver + kube-controller-manager + CoreDNS.
 
     ``Lab(workdir=None, detached=False, dual_stack=True)``; ``start()``,
     ``stop()``, ``stop_dns()``, ``start_dns()``, ``info``.  With
@@ -358,12 +389,13 @@ class Lab:
         self.watch_cache = watch_cache
         self.extra_apiserver_args = list(extra_apiserver_args or [])
         self.verbose = verbose
-        self.procs: dict[str, _Proc] = {}
+        self.procs: dict[str, _Proc] = {}  # etcd, apiserver, controller-manager, coredns
         self.ports: dict[str, int] = {}
         self.token = ""
         self.info: LabInfo | None = None
         self.timings: dict[str, float] = {}
         self._lock = threading.RLock()
+        self._kcm_started = 0.0
         self._atexit_registered = False
 
     # ------------------------------------------------------------ helpers
@@ -490,12 +522,18 @@ class Lab:
             dual_stack=self.dual_stack,
             workdir=self.workdir,
             etcd_url=f"http://{LOOPBACK}:{self.ports['etcd']}",
+            controller_manager_url=(
+                f"https://{LOOPBACK}:{self.ports['controller_manager']}"
+                if "controller_manager" in self.ports  # not in a lab from before it ran one
+                else None
+            ),
             _lab=self,
         )
 
     # ------------------------------------------------------------ start
     def start(self, timeout: float = 120.0) -> LabInfo:
-        """Start etcd, kube-apiserver and CoreDNS; return when all are ready."""
+        """Start etcd, kube-apiserver, kube-controller-manager and CoreDNS; return when
+        all are ready (the controller-manager: when it has made a probe's EndpointSlice)."""
         t0 = time.monotonic()
         bins = {c: _build.binary_path(c) for c in _build.COMPONENTS}
         missing = [c for c, p in bins.items() if not p.is_file()]
@@ -516,7 +554,7 @@ class Lab:
             pki = self.workdir / "pki"
             certs = _certs.generate(pki, self.cluster_domain)
             self.token = secrets.token_hex(24)
-            for key in ("etcd", "etcd_peer", "apiserver", "dns", "dns_ready"):
+            for key in ("etcd", "etcd_peer", "apiserver", "controller_manager", "dns", "dns_ready"):
                 port = free_port()
                 while port in self.ports.values():
                     port = free_port()
@@ -536,7 +574,10 @@ class Lab:
                 timeout,
                 ["etcd", "apiserver"],
             )
+            # The controller-manager starts while CoreDNS starts; it is waited for after.
+            self._start_controller_manager()
             self.start_dns(timeout=60)
+            self._wait_controller_manager(timeout)
         except BaseException:
             self.stop()
             raise
@@ -616,6 +657,84 @@ class Lab:
                 *self.extra_apiserver_args,
             ],
         )
+
+    def _start_controller_manager(self) -> None:
+        pki = self.workdir / "pki"
+        self._kcm_started = time.monotonic()
+        self._spawn(
+            "controller-manager",
+            [
+                str(_build.binary_path("kube-controller-manager")),
+                f"--kubeconfig={self.workdir / 'kubeconfig'}",
+                f"--bind-address={LOOPBACK}",
+                f"--secure-port={self.ports['controller_manager']}",
+                # The apiserver's serving certificate (SAN 127.0.0.1, signed by the lab
+                # CA) serves here too, so /healthz is checked against the lab CA.
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                "--leader-elect=false",
+                f"--controllers={','.join(CONTROLLERS)}",
+                # The token controller signs legacy token Secrets with the key the
+                # apiserver verifies, and puts the lab CA in them.
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                # No batching: a Pod change reaches its slice at once (the defaults,
+                # written out because tests rely on them).
+                "--endpointslice-updates-batch-period=0s",
+                "--mirroring-endpointslice-updates-batch-period=0s",
+                # The default 20 qps throttles creating ~120 Pods' slices.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+
+    def _wait_controller_manager(self, timeout: float) -> None:
+        """Wait for /healthz, then for the EndpointSlice controller to make the slice
+        of a probe Service with a selector (healthz is ok before controllers sync)."""
+        from lab import kube
+
+        self._wait(
+            "controller-manager healthy",
+            lambda: self.info is not None and self.info.controller_manager_ready(1.0),
+            timeout,
+            ["apiserver", "controller-manager"],
+        )
+        assert self.info
+        info = self.info
+        base = "/api/v1/namespaces/default/services"
+        kube.request(info, "DELETE", f"{base}/{_PROBE_SERVICE}", ok_statuses=(404,))
+        kube.request(
+            info,
+            "POST",
+            base,
+            {
+                "metadata": {"name": _PROBE_SERVICE},
+                "spec": {
+                    "clusterIP": "None",
+                    "selector": {"kdisco-lab/probe": "none"},
+                    "ports": [{"port": 1}],
+                },
+            },
+        )
+        selector = f"kubernetes.io/service-name={_PROBE_SERVICE}"
+        slices = (
+            f"/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector={selector}"
+        )
+
+        def made() -> bool:
+            items = kube.request(info, "GET", slices).get("items") or []
+            return any(
+                (i["metadata"].get("labels") or {}).get("endpointslice.kubernetes.io/managed-by")
+                == CONTROLLER_MANAGED_BY
+                for i in items
+            )
+
+        self._wait("controller-manager slices", made, timeout, ["apiserver", "controller-manager"])
+        # Its slice goes with it (the garbage collector follows the ownerReference).
+        kube.request(info, "DELETE", f"{base}/{_PROBE_SERVICE}", ok_statuses=(404,))
+        self.timings["controller-manager"] = round(time.monotonic() - self._kcm_started, 2)
 
     def restart_apiserver(self, timeout: float = 60.0, grace: float = 2.0) -> None:
         """Stop and start kube-apiserver on the same port (watches break; with the
@@ -708,9 +827,9 @@ class Lab:
 
     # ------------------------------------------------------------ stop
     def stop(self, remove: bool | None = None) -> None:
-        """Stop every process this lab started (CoreDNS, apiserver, etcd)."""
+        """Stop every process this lab started (CoreDNS, controller-manager, apiserver, etcd)."""
         with self._lock:
-            for name in ("coredns", "apiserver", "etcd"):
+            for name in ("coredns", "controller-manager", "apiserver", "etcd"):
                 proc = self.procs.get(name)
                 if proc:
                     proc.stop(timeout=3.0 if name == "apiserver" else 10.0)
@@ -801,7 +920,7 @@ def _info_from_env(env: dict[str, str]) -> LabInfo | None:
         return None
     if not server.startswith(f"https://{LOOPBACK}:"):
         return None
-    ready_url, workdir, dual, etcd_url = None, None, False, None
+    ready_url, workdir, dual, etcd_url, kcm_url = None, None, False, None, None
     state = Path(kc).parent / "state.json"
     with contextlib.suppress(OSError, ValueError, KeyError):
         st = json.loads(state.read_text())
@@ -809,6 +928,7 @@ def _info_from_env(env: dict[str, str]) -> LabInfo | None:
         dual = bool(st.get("dual_stack"))
         etcd_url = f"http://{LOOPBACK}:{int(st['ports']['etcd'])}"
         workdir = state.parent
+        kcm_url = f"https://{LOOPBACK}:{int(st['ports']['controller_manager'])}"
     return LabInfo(
         kubeconfig=Path(kc),
         apiserver_url=server,
@@ -821,6 +941,7 @@ def _info_from_env(env: dict[str, str]) -> LabInfo | None:
         dual_stack=dual,
         workdir=workdir,
         etcd_url=etcd_url,
+        controller_manager_url=kcm_url,
     )
 
 

@@ -29,7 +29,7 @@ def port(
     name: str | None = None,
     *,
     protocol: str = "TCP",
-    target: int | None = None,
+    target: int | str | None = None,
     app_protocol: str | None = None,
     node_port: int | None = None,
 ) -> Json:
@@ -124,7 +124,32 @@ class Cluster:
         return name
 
     def delete_namespace(self, name: str) -> None:
+        """Delete a namespace; the lab's namespace controller then empties and removes it
+        (about 5 s later: it waits that long on purpose, kubernetes#36891).
+
+        Its Pods are deleted first with a grace period of 0 and their finalizers
+        dropped, as their kubelets would: a Pod bound to a node otherwise waits for
+        a kubelet that never comes, and the namespace stays Terminating.
+        """
+        pods = self._raw(self.core.list_namespaced_pod(name, _preload_content=False))
+        for pod in pods.get("items") or []:
+            if pod["metadata"].get("finalizers"):
+                self.release_pod(name, pod["metadata"]["name"])
+        self.core.delete_collection_namespaced_pod(
+            name, grace_period_seconds=0, _preload_content=False
+        )
         self.core.delete_namespace(name)
+
+    def namespace_exists(self, name: str) -> bool:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.read_namespace(name, _preload_content=False)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
 
     # -- services ----------------------------------------------------------------
 
@@ -405,6 +430,17 @@ class Cluster:
         return self._raw(
             self.discovery.create_namespaced_endpoint_slice(namespace, body, _preload_content=False)
         )
+
+    def slices(self, namespace: str, service: str) -> list[Json]:
+        """The EndpointSlices of a Service (by the service-name label), whoever made them."""
+        page = self._raw(
+            self.discovery.list_namespaced_endpoint_slice(
+                namespace,
+                label_selector=f"{SERVICE_NAME_LABEL}={service}",
+                _preload_content=False,
+            )
+        )
+        return list(page.get("items") or [])
 
     def replace_endpoints(self, namespace: str, name: str, endpoints: Iterable[Json]) -> Json:
         body = [{"op": "replace", "path": "/endpoints", "value": list(endpoints)}]
