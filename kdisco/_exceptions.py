@@ -29,7 +29,30 @@ from ._service_ref import ServiceRef
 
 
 class DiscoveryError(Exception):
-    """Root of every error kdisco raises."""
+    """Root of every error kdisco raises: catch it to handle any failed discovery.
+
+    ``str(error)`` is the message followed by every attempt (``(tried: dns: not found
+    (...); api: ...)``), so a log line alone says what happened. Messages are
+    redacted: credentials quoted by an underlying error never reach logs.
+
+    Args:
+        message: What went wrong (redacted as it is stored).
+        service: The Service the discovery was about, when there was one.
+        attempts: Each strategy's turn: its outcome and why it gave no answer.
+
+    Attributes:
+        message: The redacted message, without the attempts.
+        service: The `ServiceRef` asked for, or None (a configuration error).
+        attempts: The `Attempt` of each strategy tried, in order.
+
+    Example:
+        >>> try:  # doctest: +SKIP
+        ...     res = kdisco.discover("db.storage:postgres", timeout=2.0)
+        ... except kdisco.NoReadyEndpoints:
+        ...     ...  # it exists, nothing is ready yet: back off
+        ... except kdisco.DiscoveryError as exc:
+        ...     log.error("no database: %s", exc)
+    """
 
     def __init__(
         self,
@@ -53,23 +76,51 @@ class DiscoveryError(Exception):
 
 
 class InvalidServiceName(DiscoveryError, ValueError):
-    """The service name, namespace or port is malformed; raised before any network call."""
+    """The service name, namespace or port is malformed; raised before any network call.
+
+    Raised by ``discover()`` and ``watch()`` when ``name`` is not ``svc``, ``svc.ns``,
+    ``svc.ns.svc`` or ``svc.ns.svc.<cluster-domain>`` (with an optional ``:port``)
+    made of valid DNS labels, when ``port`` is neither a number 1-65535 nor a port
+    name, or when ``name`` and ``namespace=`` or ``port=`` disagree. Also a
+    ``ValueError``.
+    """
 
 
 class ConfigurationError(DiscoveryError, ValueError):
-    """A setting or environment variable kdisco reads is malformed."""
+    """A setting or environment variable kdisco reads is malformed.
+
+    Raised when a `Discoverer` is built (a bad argument, ``KDISCO_*`` variable,
+    static map, kubeconfig namespace or strategy name; the message names the setting
+    and where its value came from), and by ``discover()`` for a bad ``timeout`` or
+    ``reach``. Also a ``ValueError``.
+    """
 
 
 class ServiceNotFound(DiscoveryError):
-    """No strategy that could tell found the Service."""
+    """No strategy that could tell found the Service.
+
+    Raised when every strategy that answered said "not found" (DNS NXDOMAIN, API
+    404, no static entry) and none failed or timed out: the Service does not exist
+    (or not in that namespace). Never bridged with a stale answer.
+    """
 
 
 class NoReadyEndpoints(DiscoveryError):
-    """The Service exists but has no ready endpoint."""
+    """The Service exists but has no ready endpoint.
+
+    Raised when a headless Service (or, with ``backends=True``, any Service) has no
+    ready pod, when a static entry lists only endpoints with ``ready=False``, and by
+    `Resolution.first` on an answer with no endpoints. Usually worth a backoff and a
+    retry: pods may be starting. Never bridged with a stale answer.
+    """
 
 
 class PortNotFound(DiscoveryError):
-    """The Service exists but declares no port with the name or number asked for."""
+    """The Service exists but declares no port with the name or number asked for.
+
+    Also raised by `Resolution.url` when no port is known (DNS asked without a port
+    name) and the scheme has no default port.
+    """
 
 
 class NotReachable(DiscoveryError):
@@ -82,7 +133,25 @@ class AccessDenied(DiscoveryError, PermissionError):
     """The Kubernetes API refused the request (401 or 403).
 
     ``verb``, ``resource`` and ``namespace`` name the permission that was missing, so the
-    fix (a Role rule) can be written from the message alone.
+    fix (a Role rule) can be written from the message alone. Raised when the api
+    strategy was refused and no other strategy answered. Also a ``PermissionError``.
+
+    Args:
+        message: What was refused (redacted as it is stored).
+        verb: The verb refused (``"get"``, ``"list"``, ``"watch"``).
+        resource: The resource (``"services"``, ``"endpointslices"``,
+            ``"ingresses"``, ``"nodes"``).
+        namespace: Its namespace; ``""`` for a cluster-scoped resource (nodes).
+        status: The HTTP status: 401 (not authenticated) or 403 (not allowed).
+            Default 403.
+        service: The Service the discovery was about.
+        attempts: Each strategy's turn, as for `DiscoveryError`.
+
+    Attributes:
+        verb: The verb refused.
+        resource: The resource it was refused on.
+        namespace: The namespace, ``""`` for a cluster-scoped resource.
+        status: 401 or 403.
     """
 
     def __init__(
@@ -104,15 +173,34 @@ class AccessDenied(DiscoveryError, PermissionError):
 
 
 class DiscoveryTimeout(DiscoveryError, TimeoutError):
-    """The call's deadline passed before any strategy answered."""
+    """The call's deadline passed before any strategy answered.
+
+    Raised when a strategy ran out of its share of the deadline (a dead DNS server,
+    a slow API) and no other answered. A cached answer, if any, is served ``stale``
+    instead, within ``CachePolicy.max_stale``. Also a ``TimeoutError``.
+    """
 
 
 class DiscoveryUnavailable(DiscoveryError):
-    """No strategy could answer: each failed or did not apply here."""
+    """No strategy could answer: each failed or did not apply here.
+
+    Raised when, say, the process runs outside a cluster with no kubeconfig (dns,
+    env and api do not apply), a strategy's server failed with no other to answer,
+    no strategies are configured, or ExternalName aliases loop. A cached answer, if
+    any, is served ``stale`` instead, within ``CachePolicy.max_stale``.
+    """
 
 
 class TransientError(Exception):
-    """Raised by a strategy for a failure worth retrying (timeouts, SERVFAIL, 5xx, 429)."""
+    """Raised by a strategy for a failure worth retrying (timeouts, SERVFAIL, 5xx, 429).
+
+    Not a `DiscoveryError`, and never raised to users: the chain retries the
+    strategy (see `RetryPolicy`) while its share of the deadline lasts, then records
+    the failure in an `Attempt` and moves on.
+
+    Args:
+        message: What failed (redacted as it is stored).
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(redact(message))

@@ -7,7 +7,20 @@ import attrs
 
 @attrs.frozen(kw_only=True)
 class ServiceRef:
-    """Which Service: name, namespace and cluster domain."""
+    """Which Service: name, namespace and cluster domain.
+
+    ``str(ref)`` is ``name.namespace``, as messages show it.
+
+    Attributes:
+        name: The Service's name.
+        namespace: Its namespace.
+        cluster_domain: The cluster's DNS domain. Default ``"cluster.local"``.
+
+    Example:
+        >>> ref = kdisco.ServiceRef(name="payments", namespace="billing")
+        >>> str(ref), ref.fqdn
+        ('payments.billing', 'payments.billing.svc.cluster.local.')
+    """
 
     name: str
     namespace: str
