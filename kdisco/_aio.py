@@ -44,6 +44,52 @@ class AsyncDiscoverer:
 
     Building one reads small configuration files and imports the strategies: do it
     at start-up (a FastAPI lifespan, say), not inside a request.
+
+    Args:
+        strategies: Strategy names or objects, in order. Default:
+            ``KDISCO_STRATEGIES``, else ``dns, env, api`` (``static`` first when a
+            static map is configured).
+        namespace: The namespace for names that carry none. Default:
+            ``KDISCO_NAMESPACE``, else the pod's own, else the kubeconfig
+            context's, else ``"default"``.
+        dns_server: The cluster DNS server (``ip``, ``ip:port``, ``[ipv6]:port``).
+            Default: ``KDISCO_DNS_SERVER``, else resolv.conf's nameservers when it
+            shows a cluster.
+        cluster_domain: The cluster's DNS domain. Default:
+            ``KDISCO_CLUSTER_DOMAIN``, else from resolv.conf, else
+            ``"cluster.local"``.
+        timeout: Seconds each ``discover()`` may take, retries included. Default:
+            ``KDISCO_TIMEOUT``, else 5.
+        static: A static map, or the path of its TOML file. Default:
+            ``KDISCO_STATIC``, else none.
+        kubeconfig: Kubeconfig path(s) for the api strategy outside a cluster.
+            Default: ``KUBECONFIG``, else ``~/.kube/config``.
+        context: The kubeconfig context. Default: its current-context.
+        serviceaccount_dir: The in-cluster credentials directory. Default:
+            ``KDISCO_SERVICEACCOUNT_DIR``, else
+            ``/var/run/secrets/kubernetes.io/serviceaccount``.
+        resolv_conf: The resolv.conf to read. Default: ``/etc/resolv.conf``.
+        environ: The environment to read instead of ``os.environ`` (copied).
+            Default: ``os.environ``.
+        clock: The monotonic clock. Default: ``time.monotonic``.
+        sleep: What retries wait with: the real ``time.sleep`` is replaced by
+            ``asyncio.sleep``, a test's fake sleep is called as it is. Default:
+            ``time.sleep``.
+        retry: The backoff for transient failures. Default:
+            ``RetryPolicy(sleep=sleep)``.
+        cache: A `kdisco.CachePolicy`, or True/False for the default one on or off.
+            Default True.
+        api_watch: A `kdisco.WatchCachePolicy`, or True/False. Default True.
+        reach: ``"cluster"``, ``"external"`` or ``"auto"`` (see
+            `kdisco.Discoverer`). Default: ``KDISCO_REACH``, else ``"auto"``.
+
+    Raises:
+        kdisco.ConfigurationError: A setting, environment variable or file is
+            malformed, or a strategy name is unknown.
+
+    Example:
+        >>> async with kdisco.aio.AsyncDiscoverer(timeout=2.0) as d:  # doctest: +SKIP
+        ...     res = await d.discover("cart", port="grpc")
     """
 
     def __init__(
@@ -100,7 +146,15 @@ class AsyncDiscoverer:
     def wrap(cls, discoverer: Discoverer) -> AsyncDiscoverer:
         """Drive ``discoverer`` from asyncio (one cache, one set of strategies).
 
-        ``aclose()`` closes ``discoverer`` too."""
+        ``aclose()`` closes ``discoverer`` too.
+
+        Args:
+            discoverer: The `kdisco.Discoverer` to drive.
+
+        Returns:
+            AsyncDiscoverer: Sharing ``discoverer``'s settings, strategies, cache
+            and watches.
+        """
         return cls(_discoverer=discoverer)
 
     @property
@@ -110,14 +164,17 @@ class AsyncDiscoverer:
 
     @property
     def settings(self) -> Settings:
+        """Every setting in force, and where each came from (``settings.sources``)."""
         return self._sync.settings
 
     @property
     def namespace(self) -> str:
+        """The namespace for names that carry none."""
         return self._sync.namespace
 
     @property
     def strategies(self) -> tuple[Strategy, ...]:
+        """The strategies, built, in the order they are tried."""
         return self._sync.strategies
 
     def __repr__(self) -> str:
@@ -134,7 +191,41 @@ class AsyncDiscoverer:
         backends: bool = False,
         reach: str | None = None,
     ) -> Resolution:
-        """Find a Service; see ``Discoverer.discover``. Never blocks the event loop."""
+        """Find a Service; see ``Discoverer.discover``. Never blocks the event loop.
+
+        The same answers, cache and errors as `kdisco.Discoverer.discover`. A task
+        cancelled while it waits leaves the cache as it was.
+
+        Args:
+            name: ``"svc"``, ``"svc.ns"``, ``"svc.ns.svc"`` or
+                ``"svc.ns.svc.<cluster-domain>"``, each optionally with ``:port``.
+            namespace: The namespace when ``name`` names none. Default: this
+                Discoverer's (``KDISCO_NAMESPACE``, else detected).
+            port: A port name or number. Default: the Service's first declared
+                port, where the source knows it (DNS does not).
+            timeout: Seconds this call may take, retries included. Default: this
+                Discoverer's (``KDISCO_TIMEOUT``, else 5).
+            include_not_ready: Also return endpoints that are not ready (DNS then
+                steps aside). Default False.
+            backends: The ready pods behind a ClusterIP Service, not its virtual
+                IP. Default False.
+            reach: ``"cluster"``, ``"external"`` or ``"auto"``. Default: this
+                Discoverer's (``KDISCO_REACH``, else ``"auto"``).
+
+        Returns:
+            kdisco.Resolution: The answer (``stale=True`` when it is the last good
+            one, served while refreshes fail).
+
+        Raises:
+            kdisco.InvalidServiceName: Bad ``name``, ``namespace`` or ``port``
+                (before any I/O).
+            kdisco.ConfigurationError: Bad ``timeout`` or ``reach``, or
+                ``backends=True`` with ``reach="external"``.
+            kdisco.DiscoveryError: When no answer was found: `kdisco.NoReadyEndpoints`,
+                `kdisco.PortNotFound`, `kdisco.NotReachable`, `kdisco.AccessDenied`,
+                `kdisco.ServiceNotFound`, `kdisco.DiscoveryTimeout` or
+                `kdisco.DiscoveryUnavailable`, as for `kdisco.discover`.
+        """
         return await _discover(
             self._sync, name, namespace, port, timeout, include_not_ready, backends, reach
         )
@@ -155,7 +246,31 @@ class AsyncDiscoverer:
 
         Same rules as ``Discoverer.watch`` (see ``kdisco.Watch``); bad input raises
         here. Leaving the loop, ``await w.aclose()`` or ``aclose()`` of this
-        Discoverer ends it."""
+        Discoverer ends it.
+
+        Args:
+            name: The Service, as for `discover`.
+            namespace: The namespace when ``name`` names none. Default: this
+                Discoverer's.
+            port: A port name or number. Default: the first declared port.
+            timeout: Seconds each re-ask may take. Default: this Discoverer's.
+            include_not_ready: Also yield endpoints that are not ready. Default
+                False.
+            backends: Follow the pods behind a ClusterIP Service. Default False.
+            reach: ``"cluster"``, ``"external"`` or ``"auto"``. Default: this
+                Discoverer's.
+            on_error: Called with each failure other than "not found" and "no ready
+                endpoints"; the watch goes on. Default: log a warning on logger
+                ``kdisco``.
+
+        Returns:
+            AsyncWatch: For ``async for``.
+
+        Raises:
+            kdisco.InvalidServiceName: Bad ``name``, ``namespace`` or ``port``.
+            kdisco.ConfigurationError: Bad ``timeout`` or ``reach``, or
+                ``backends=True`` with ``reach="external"``.
+        """
         return AsyncWatch(
             self._sync,
             name,
@@ -169,6 +284,7 @@ class AsyncDiscoverer:
         )
 
     def clear_cache(self) -> None:
+        """Forget every cached answer (the cache is shared with `sync`)."""
         self._sync.clear_cache()
 
     async def aclose(self) -> None:
@@ -224,6 +340,29 @@ class AsyncWatch:
     endpoints change; the same rules as ``kdisco.Watch`` (one ``WatchState`` decides
     for both). Ends when the loop is left, on ``aclose()``/``stop()``, or when its
     Discoverer closes. Made by ``AsyncDiscoverer.watch()`` and ``kdisco.aio.watch()``.
+
+    Args:
+        discoverer: The `kdisco.Discoverer` to ask, or None for the default one
+            (bound on the first iteration).
+        name: The Service, as for `kdisco.discover`.
+        namespace: The namespace when ``name`` names none.
+        port: A port name or number.
+        timeout: Seconds each re-ask may take.
+        include_not_ready: Also yield endpoints that are not ready.
+        on_error: Called with each failure other than "not found" and "no ready
+            endpoints"; None logs a warning.
+        backends: Follow the pods behind a ClusterIP Service. Default False.
+        reach: ``"cluster"``, ``"external"`` or ``"auto"``. Default None: the
+            Discoverer's.
+
+    Raises:
+        kdisco.InvalidServiceName: Bad ``name``, ``namespace`` or ``port`` (when
+            ``discoverer`` is given; else on the first iteration).
+        kdisco.ConfigurationError: Bad ``timeout`` or ``reach``.
+
+    Example:
+        >>> async for res in kdisco.aio.watch("orders-db"):  # doctest: +SKIP
+        ...     pool.resize([ep.address for ep in res])
     """
 
     def __init__(
@@ -276,6 +415,7 @@ class AsyncWatch:
 
     @property
     def stopped(self) -> bool:
+        """Whether ``stop()`` was called (or its Discoverer closed)."""
         return self._stopped
 
     @property
@@ -291,6 +431,7 @@ class AsyncWatch:
         self._wake()
 
     async def aclose(self) -> None:
+        """End the watch, as ``stop()`` does (for ``contextlib.aclosing``)."""
         self.stop()
 
     async def __aenter__(self) -> AsyncWatch:
@@ -359,6 +500,14 @@ async def default_discoverer() -> AsyncDiscoverer:
 
     The first call builds the default in a worker thread: building it imports the
     strategies and reads configuration files, which the event loop should not wait on.
+
+    Returns:
+        AsyncDiscoverer: Over the same Discoverer ``kdisco.discover()`` uses (one
+        cache for sync and async callers).
+
+    Raises:
+        kdisco.ConfigurationError: Building the default failed: the environment is
+            malformed.
     """
     return AsyncDiscoverer.wrap(await _default())
 
@@ -407,7 +556,48 @@ async def discover(
     reach: str | None = None,
 ) -> Resolution:
     """``await kdisco.aio.discover("payments.billing", port="http")``: find a Service
-    with the default Discoverer (see ``kdisco.Discoverer.discover``)."""
+    with the default Discoverer (see ``kdisco.Discoverer.discover``).
+
+    The same answers, cache and errors as `kdisco.discover`, without blocking the
+    event loop: DNS over non-blocking sockets, the API watch cache awaited, direct
+    API reads over aiohttp. The first call builds the default Discoverer in a
+    worker thread.
+
+    Args:
+        name: The Service: ``"svc"`` (in the default namespace), ``"svc.ns"``,
+            ``"svc.ns.svc"`` or ``"svc.ns.svc.<cluster-domain>"``, each optionally
+            with ``:port``.
+        namespace: The namespace when ``name`` names none. Default:
+            ``KDISCO_NAMESPACE``, else the pod's own, else the kubeconfig
+            context's, else ``default``.
+        port: A port name (matched against the Service's port names) or number.
+            Default: the Service's first declared port, where the source knows it
+            (DNS does not: ``port=None``).
+        timeout: Seconds this call may take, retries included. Default:
+            ``KDISCO_TIMEOUT``, else 5.
+        include_not_ready: Also return endpoints that are not ready (DNS then steps
+            aside for the api strategy). Default False.
+        backends: The ready pods behind a ClusterIP Service, with their target
+            ports, not its virtual IP. Default False.
+        reach: ``"cluster"`` (ClusterIPs, pod IPs), ``"external"`` (a load balancer
+            address, Ingress URL or node port) or ``"auto"`` (cluster in a pod,
+            external outside when there is a way in): see `kdisco.discover`.
+            Default: ``KDISCO_REACH``, else ``"auto"``.
+
+    Returns:
+        kdisco.Resolution: The answer (``stale=True`` when it is the last good one,
+        served while refreshes fail).
+
+    Raises:
+        kdisco.InvalidServiceName: Bad ``name``, ``namespace`` or ``port`` (before
+            any I/O).
+        kdisco.ConfigurationError: Bad ``timeout`` or ``reach``, ``backends=True``
+            with ``reach="external"``, or a malformed environment.
+        kdisco.DiscoveryError: When no answer was found: `kdisco.NoReadyEndpoints`,
+            `kdisco.PortNotFound`, `kdisco.NotReachable`, `kdisco.AccessDenied`,
+            `kdisco.ServiceNotFound`, `kdisco.DiscoveryTimeout` or
+            `kdisco.DiscoveryUnavailable`, as for `kdisco.discover`.
+    """
     d = await _default()
     return await _discover(d, name, namespace, port, timeout, include_not_ready, backends, reach)
 
@@ -426,7 +616,31 @@ def watch(
     """``async for res in kdisco.aio.watch("payments"): ...`` with the default
     Discoverer (see ``AsyncDiscoverer.watch``). Bad input raises here once the default
     Discoverer is built (it is built on the first ``kdisco.aio`` call), else on the
-    first iteration."""
+    first iteration.
+
+    Args:
+        name: The Service, as for `discover`.
+        namespace: The namespace when ``name`` names none. Default:
+            ``KDISCO_NAMESPACE``, else detected.
+        port: A port name or number. Default: the first declared port.
+        timeout: Seconds each re-ask may take. Default: ``KDISCO_TIMEOUT``, else 5.
+        include_not_ready: Also yield endpoints that are not ready. Default False.
+        backends: Follow the pods behind a ClusterIP Service. Default False.
+        reach: ``"cluster"``, ``"external"`` or ``"auto"``. Default:
+            ``KDISCO_REACH``, else ``"auto"``.
+        on_error: Called with each failure other than "not found" and "no ready
+            endpoints"; the watch goes on. Default: log a warning on logger
+            ``kdisco``.
+
+    Returns:
+        AsyncWatch: For ``async for``; the first answer comes at once, then one for
+        each change (an empty `kdisco.Resolution` when the Service loses its last
+        ready endpoint or is deleted).
+
+    Raises:
+        kdisco.InvalidServiceName: Bad ``name``, ``namespace`` or ``port``.
+        kdisco.ConfigurationError: Bad ``timeout`` or ``reach``.
+    """
     return AsyncWatch(
         current_discoverer(),
         name,

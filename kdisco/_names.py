@@ -22,7 +22,22 @@ PortSpec = int | str | None
 
 @attrs.frozen(kw_only=True)
 class Query:
-    """One validated discovery request, as strategies receive it."""
+    """One validated discovery request, as strategies receive it.
+
+    `Strategy.lookup` gets one; the chain builds it from a ``discover()`` call after
+    checking every part, so a strategy can trust it.
+
+    Attributes:
+        service: The Service asked for (namespace and cluster domain settled).
+        port: The port asked for: a name (lower case), a number, or None for the
+            Service's first declared port. Default None.
+        include_not_ready: Whether endpoints that are not ready are wanted too.
+            Default False.
+        backends: Whether the pods behind a ClusterIP Service are wanted rather
+            than its virtual IP. Default False.
+        reach: The view asked for on this turn: ``"cluster"`` or ``"external"``.
+            Default ``"cluster"``.
+    """
 
     service: ServiceRef
     port: int | str | None = None
@@ -36,6 +51,11 @@ class Query:
     reach: str = "cluster"
 
     def describe_port(self) -> str:
+        """The port asked for, in words, for messages.
+
+        Returns:
+            str: ``port 'http'``, ``port 8080`` or ``the first declared port``.
+        """
         if self.port is None:
             return "the first declared port"
         return f"port {self.port!r}" if isinstance(self.port, str) else f"port {self.port}"

@@ -18,7 +18,22 @@ Wake = Callable[[], None]
 
 
 class Notifier:
-    """Routes "this Service changed" from sources to the subscribers that care."""
+    """Routes "this Service changed" from sources to the subscribers that care.
+
+    Each `Discoverer` has one (`Discoverer.notifier`); a strategy's factory receives
+    it (see `StrategyFactory`). A strategy that learns of changes publishes them
+    here, so ``kdisco.watch()`` wakes at once instead of polling. Thread-safe.
+
+    Example:
+        >>> n = kdisco.Notifier()
+        >>> woken = []
+        >>> sub = n.subscribe([("shop", "cart")], wake=lambda: woken.append(1))
+        >>> n.publish("shop", "cart")
+        >>> n.publish("shop", "web")  # not followed
+        >>> woken
+        [1]
+        >>> sub.close()
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -30,12 +45,23 @@ class Notifier:
 
         A strategy built in code (not by a ``Discoverer``) publishes to a notifier of
         its own; each ``Discoverer`` that uses it listens there through this.
+
+        Args:
+            other: The notifier to forward to (held weakly; forwarding to itself is
+                ignored).
         """
         if other is not self:
             self._forwards.add(other)
 
     def publish(self, namespace: str, name: str | None = None) -> None:
-        """Announce a change of Service ``name`` (None: anything in ``namespace``)."""
+        """Announce a change of Service ``name`` (None: anything in ``namespace``).
+
+        Args:
+            namespace: The Service's namespace.
+            name: The Service's name; None when the source cannot tell which
+                changed (a watch lost or regained), which wakes every subscriber in
+                ``namespace``. Default None.
+        """
         for other in list(self._forwards):
             other.publish(namespace, name)
         with self._lock:
@@ -59,7 +85,18 @@ class Notifier:
             sub.wake()
 
     def subscribe(self, keys: Iterable[Key] = (), *, wake: Wake | None = None) -> Subscription:
-        """A subscription to ``keys``; ``wake`` is called from the publishing thread."""
+        """A subscription to ``keys``; ``wake`` is called from the publishing thread.
+
+        Args:
+            keys: ``(namespace, name)`` of each Service to follow, or
+                ``(namespace, None)`` for a whole namespace. Default: none yet
+                (``Subscription.follow`` sets them).
+            wake: Called, from the publishing thread, on each change; keep it
+                short. Default None: only ``Subscription.wait`` returns.
+
+        Returns:
+            Subscription: Close it when done.
+        """
         sub = Subscription(self, wake)
         sub.follow(keys)
         return sub
@@ -84,7 +121,17 @@ class Notifier:
 
 
 class Subscription:
-    """Woken by its ``Notifier``; ``wait()`` blocks until then (or a timeout)."""
+    """Woken by its ``Notifier``; ``wait()`` blocks until then (or a timeout).
+
+    Made by `Notifier.subscribe`.
+
+    Args:
+        notifier: The notifier it is registered with.
+        wake: Called on each change, besides waking ``wait()``.
+
+    Attributes:
+        keys: The Services followed.
+    """
 
     def __init__(self, notifier: Notifier, wake: Wake | None) -> None:
         self._notifier = notifier
@@ -93,22 +140,35 @@ class Subscription:
         self.keys: frozenset[Key] = frozenset()
 
     def follow(self, keys: Iterable[Key]) -> None:
-        """Replace the keys followed (an answer may now come through other Services)."""
+        """Replace the keys followed (an answer may now come through other Services).
+
+        Args:
+            keys: ``(namespace, name)`` or ``(namespace, None)`` pairs.
+        """
         new = frozenset(keys)
         if new != self.keys:
             self._notifier._set(self, self.keys, new)
             self.keys = new
 
     def wake(self) -> None:
+        """Wake ``wait()`` and call the ``wake`` callback (the notifier does)."""
         self._event.set()
         if self._extra is not None:
             self._extra()
 
     def wait(self, timeout: float | None) -> bool:
-        """True when woken (the flag is then cleared), False on timeout."""
+        """True when woken (the flag is then cleared), False on timeout.
+
+        Args:
+            timeout: Seconds to wait at most; None waits for a change.
+
+        Returns:
+            bool: Whether a change (or ``wake()``) came.
+        """
         woken = self._event.wait(timeout)
         self._event.clear()
         return woken
 
     def close(self) -> None:
+        """Stop following: the notifier forgets this subscription."""
         self._notifier._drop(self)

@@ -217,6 +217,39 @@ class Settings:
     Build it with ``Settings.load(...)`` (``Discoverer`` does); strategies receive it.
     ``sources`` maps each setting's name to where its value came from: ``argument``,
     the environment variable, the file it was read from, ``detected`` or ``default``.
+
+    Attributes:
+        namespace: The namespace for names that carry none.
+        cluster_domain: The cluster's DNS domain.
+        timeout: Seconds a ``discover()`` call may take by default.
+        strategies: Strategy names (or strategy objects given in code), in order.
+        static: The static map: a mapping given in code, or the path of a TOML
+            file, or None.
+        dns_servers: The cluster DNS servers to ask; empty with ``dns_unavailable``
+            saying why.
+        dns_unavailable: Why there is no cluster DNS server (not in a cluster), or
+            None.
+        kubeconfig: The kubeconfig files in effect (none when there is none).
+        context: The kubeconfig context asked for, or None for its current-context.
+        serviceaccount_dir: The in-cluster credentials directory.
+        pod_namespace: The pod's own namespace (None outside a pod): what the
+            kubelet's variables cover.
+        environ: The environment variables read (a copy); strategies read theirs
+            here.
+        zone: This process's zone, for topology-aware balancing:
+            ``KDISCO_ZONE``; None when not said. Default None.
+        node: This process's node: ``KDISCO_NODE``, else the downward API's
+            ``NODE_NAME``; None when not said. Default None.
+        reach: Where answers should be reachable from: ``"cluster"``,
+            ``"external"`` or ``"auto"``. Default ``"auto"``.
+        outside: Whether this process runs outside the cluster (no
+            ``KUBERNETES_SERVICE_HOST``, no service-account token), which ``auto``
+            follows. Default False.
+        clock: The monotonic clock deadlines and ages are measured with.
+        retry: The backoff for transient failures.
+        cache: The answer cache's policy.
+        api_watch: The api strategy's watch cache policy.
+        sources: Each setting's name mapped to where its value came from.
     """
 
     namespace: str
@@ -250,7 +283,12 @@ class Settings:
     sources: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     def in_pod(self) -> bool:
-        """Whether the kubelet's in-cluster API variables and token are here."""
+        """Whether the kubelet's in-cluster API variables and token are here.
+
+        Returns:
+            bool: True when ``KUBERNETES_SERVICE_HOST`` is set and the service-account
+            token file exists.
+        """
         return has_in_cluster_credentials(self.environ, self.serviceaccount_dir)
 
     @classmethod
@@ -278,6 +316,52 @@ class Settings:
         """Resolve every setting: argument, then environment variable, then detection.
 
         Raises ``ConfigurationError`` naming the setting and where its value came from.
+        Reads small files (resolv.conf, the service-account namespace, the
+        kubeconfig's namespace); no network I/O. The arguments are
+        `kdisco.Discoverer`'s.
+
+        Args:
+            strategies: Strategy names or objects, in order. Default:
+                ``KDISCO_STRATEGIES``, else ``dns, env, api`` (``static`` first when
+                a static map is configured).
+            namespace: The default namespace. Default: ``KDISCO_NAMESPACE``, else
+                ``POD_NAMESPACE``, the service-account ``namespace`` file, the
+                kubeconfig context's, ``"default"``.
+            dns_server: The cluster DNS server (``ip``, ``ip:port``, ``[ipv6]:port``).
+                Default: ``KDISCO_DNS_SERVER`` (a comma list), else resolv.conf's
+                nameservers when it shows a cluster.
+            cluster_domain: The cluster domain. Default: ``KDISCO_CLUSTER_DOMAIN``,
+                else from the resolv.conf search list, else ``"cluster.local"``.
+            timeout: Seconds per call. Default: ``KDISCO_TIMEOUT``, else 5.
+            static: A static map, or the path of its TOML file. Default:
+                ``KDISCO_STATIC``, else none.
+            kubeconfig: Kubeconfig path(s). Default: ``KUBECONFIG``, else
+                ``~/.kube/config`` when it exists.
+            context: The kubeconfig context. Default: its current-context.
+            serviceaccount_dir: The in-cluster credentials directory. Default:
+                ``KDISCO_SERVICEACCOUNT_DIR``, else
+                ``/var/run/secrets/kubernetes.io/serviceaccount``.
+            resolv_conf: The resolv.conf to read. Default: ``/etc/resolv.conf``.
+            environ: The environment to read instead of ``os.environ`` (copied).
+                ``KDISCO_ZONE``, ``KDISCO_NODE`` and ``NODE_NAME`` are read from it
+                too. Default: ``os.environ``.
+            clock: The monotonic clock. Default: ``time.monotonic``.
+            sleep: What the default retry policy waits with. Default:
+                ``time.sleep``.
+            retry: The retry policy. Default: ``RetryPolicy(sleep=sleep)``.
+            cache: A `CachePolicy`, or True/False for the default one on or off.
+                Default True.
+            api_watch: A `WatchCachePolicy`, or True/False. Default True.
+            reach: ``"cluster"``, ``"external"`` or ``"auto"``. Default:
+                ``KDISCO_REACH``, else ``"auto"``.
+
+        Returns:
+            Settings: Every value resolved, with ``sources`` saying where each came
+            from.
+
+        Raises:
+            ConfigurationError: A value is malformed (from an argument, a variable or
+                a file); the message names the setting and where it came from.
         """
         env = dict(os.environ if environ is None else environ)
         sources: dict[str, str] = {}

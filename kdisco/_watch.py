@@ -175,6 +175,30 @@ class Watch:
     out of the loop is enough to end it). With ``callback`` a background thread calls
     it for each change until ``stop()`` or ``Discoverer.close()``. Made by
     ``Discoverer.watch()`` and ``kdisco.watch()``.
+
+    It asks its Discoverer again only when the last answer may be out of date: an
+    answer from the API watch cache when the cache applies a change to its Service
+    (at once); a DNS answer when its TTL (clamped by `CachePolicy`) runs out; an
+    answer with neither (the kubelet's variables) every ``CachePolicy.max_ttl``
+    seconds or on the next change published for its Service; a stale answer, or a
+    failure, every ``CachePolicy.min_ttl`` seconds or on the next change.
+
+    Args:
+        query: The validated request.
+        resolve: Asks the Discoverer (through its cache) for a fresh answer.
+        notifier: Where changes are published; the watch subscribes to the Services
+            its answer came from.
+        policy: The Discoverer's cache policy, for the waits above.
+        clock: The Discoverer's clock.
+        callback: Called with each new `Resolution` from a background thread, or
+            None to iterate.
+        on_error: Called with each failure that is not "not found" or "no ready
+            endpoints"; None logs a warning.
+
+    Example:
+        >>> with d.watch("orders-db", port="postgres") as w:  # doctest: +SKIP
+        ...     for res in w:
+        ...         pool.resize([ep.address for ep in res])
     """
 
     def __init__(
@@ -208,6 +232,7 @@ class Watch:
 
     @property
     def stopped(self) -> bool:
+        """Whether ``stop()`` was called (or its Discoverer closed)."""
         return self._stopping.is_set()
 
     @property
@@ -216,7 +241,14 @@ class Watch:
         return self._state.last
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        """End the watch; a blocked ``next()`` returns (StopIteration) at once."""
+        """End the watch; a blocked ``next()`` returns (StopIteration) at once.
+
+        Safe to call from any thread, and more than once.
+
+        Args:
+            timeout: Seconds to wait for the callback thread to finish (None: as
+                long as it takes). Default 5.0.
+        """
         self._stopping.set()
         self._subscription.wake()
         self._subscription.close()

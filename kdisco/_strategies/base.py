@@ -29,6 +29,21 @@ class Miss:
     ``outcome`` is one of NOT_FOUND, NOT_APPLICABLE, NO_SUCH_PORT, NO_READY_ENDPOINTS,
     NO_EXTERNAL_ROUTE.
     A miss is never retried; the chain moves on to the next strategy.
+
+    Args:
+        outcome: Which kind of "no" (an `Outcome`, one of those above).
+        reason: Why, in words: it ends up in the `Attempt` and in error messages.
+
+    Attributes:
+        outcome: Which kind of "no".
+        reason: Why.
+
+    Raises:
+        ValueError: ``outcome`` is not one a miss can have (ANSWERED, FAILED...).
+
+    Example:
+        >>> kdisco.Miss(kdisco.Outcome.NOT_FOUND, "no entry for cart.shop")
+        Miss(outcome=<Outcome.NOT_FOUND: 'not found'>, reason='no entry for cart.shop')
     """
 
     outcome: Outcome = attrs.field()
@@ -66,12 +81,38 @@ class Strategy(Protocol):
     ``query.reach`` asks (api). Without it, a strategy's answers are taken as they are,
     whatever the reach (static, plugins): the chain asks it once, with
     ``query.reach`` set to the reach it prefers.
+
+    A strategy may also say up front that it cannot apply here with a
+    ``not_applicable`` attribute (a str, the reason, or None): it then takes no share
+    of the deadline from the others. Strategies are found by name through
+    `StrategyFactory` entry points; see docs/strategies.md.
     """
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The strategy's name, as attempts and ``Resolution.source`` show it."""
+        ...
 
-    def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss: ...
+    def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
+        """Answer ``query``, or say why not.
+
+        Args:
+            query: What is asked: the Service, port, readiness, backends and the
+                view (``query.reach``).
+            deadline: When the answer is due: size every I/O timeout with
+                ``deadline.remaining()``.
+
+        Returns:
+            Resolution | Miss: The answer (``source`` set to this strategy's name),
+            or a definitive no with the reason.
+
+        Raises:
+            TransientError: A failure worth retrying (a timeout, SERVFAIL, HTTP 5xx
+                or 429); the chain retries within the strategy's share of the
+                deadline.
+            AccessDenied: The source refused (the chain records it and moves on).
+        """
+        ...
 
 
 def close_strategy(strategy: object) -> None:
