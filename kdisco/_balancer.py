@@ -69,7 +69,34 @@ class OutlierPolicy:
     spends back without being ejected again takes one off that count. Of the endpoints
     a pick chooses from, at most ``max_ejection_share`` are left out (the ones ejected
     first), and never all of them: one that fails is better than none (Envoy's
-    ``max_ejection_percent``).
+    ``max_ejection_percent``). A failure is an exception inside ``with
+    balancer.choose(...)``, ``Pick.failed()``, ``Balancer.report(ok=False)``, or for
+    the HTTP integrations a connection that failed, a body cut short, or a status in
+    their ``failure_statuses``.
+
+    A frozen value, made with keyword arguments; change one with ``attrs.evolve``.
+
+    Attributes:
+        enabled: Eject at all. Default True (``Balancer(outliers=False)`` is the
+            same as ``OutlierPolicy(enabled=False)``).
+        consecutive_failures: Failures in a row that eject an endpoint (a whole
+            number, 1 or more). Default 5.
+        base_ejection: Seconds out for a first ejection, and the step each later
+            one adds (0 or more). Default 30.
+        max_ejection: The longest ejection, in seconds (finite, at least
+            ``base_ejection``). Default 300.
+        max_ejection_share: The largest share of a pick's usable endpoints left out
+            at once, between 0 and 1. Default 0.5.
+
+    Raises:
+        ConfigurationError: A value is out of its range.
+
+    Example:
+        >>> import kdisco
+        >>> policy = kdisco.OutlierPolicy(consecutive_failures=3, base_ejection=10.0)
+        >>> [policy.ejection_time(n) for n in (1, 2, 40)]
+        [10.0, 20.0, 300.0]
+        >>> lb = kdisco.Balancer(outliers=policy)
     """
 
     enabled: bool = True
@@ -92,18 +119,44 @@ class OutlierPolicy:
             raise ConfigurationError("OutlierPolicy.max_ejection must be finite")
 
     def ejection_time(self, ejections: int) -> float:
-        """Seconds out for an endpoint's ``ejections``-th ejection."""
+        """Seconds out for an endpoint's ``ejections``-th ejection.
+
+        Args:
+            ejections: Which ejection this is for the endpoint (1 for the first).
+
+        Returns:
+            float: ``base_ejection * ejections``, at most ``max_ejection``.
+        """
         return min(self.base_ejection * ejections, self.max_ejection)
 
 
 @attrs.frozen(kw_only=True)
 class EndpointHealth:
-    """What a ``Balancer`` knows about one address, at one moment (for metrics, tests).
+    """What a `Balancer` knows about one address, at one moment (for metrics, tests).
 
-    ``latency`` is the faded average pickers see. ``ejected_until`` (on the balancer's
-    clock) is when the endpoint's ejection ends, None when it is not ejected; while
-    more than ``max_ejection_share`` of a Service's endpoints are ejected, the ones
-    ejected last are still picked.
+    Returned by `Balancer.health`; an address the balancer has no figures for gets
+    the defaults. While more than ``max_ejection_share`` of a Service's endpoints are
+    ejected, the ones ejected last are still picked.
+
+    Attributes:
+        in_flight: Requests picked with `Balancer.choose` and not yet finished.
+        latency: Seconds per request, the time-weighted average pickers see (it fades
+            towards zero while the endpoint gets no reports); None before the first
+            report with a time.
+        consecutive_failures: Failures since the last success or ejection.
+        ejections: How many times it has been ejected, less one for each
+            ``base_ejection`` seconds since it last came back.
+        ejected_until: When the current ejection ends, on the balancer's clock; None
+            when it is not ejected.
+
+    Example:
+        >>> import kdisco
+        >>> lb = kdisco.Balancer(clock=lambda: 100.0)     # a stopped clock: no fading
+        >>> ep = kdisco.Endpoint(host="192.0.2.1", port=80)
+        >>> lb.report(ep, ok=False, seconds=0.2)
+        >>> lb.health(ep)  # doctest: +NORMALIZE_WHITESPACE
+        EndpointHealth(in_flight=0, latency=0.2, consecutive_failures=1, ejections=0,
+                       ejected_until=None)
     """
 
     in_flight: int = 0
@@ -228,11 +281,25 @@ class _Entry:
 class Pick:
     """One request's endpoint, counted in flight until the request is done.
 
-    Leaving the ``with`` (or ``async with``) block normally counts as a success, by an
-    exception as a failure (the exception goes on). ``failed()`` or ``succeeded()``
-    decides first, for outcomes that are not exceptions (an HTTP 503). Cancellation
-    and other ``BaseException`` exits only end the request: not the endpoint's doing.
-    Latency is the time from ``Balancer.choose()`` to the outcome.
+    Made by `Balancer.choose`. Leaving the ``with`` (or ``async with``) block
+    normally counts as a success, by an exception as a failure (the exception goes
+    on). ``failed()`` or ``succeeded()`` decides first, for outcomes that are not
+    exceptions (an HTTP 503). Cancellation and other ``BaseException`` exits only end
+    the request: not the endpoint's doing. Only the first outcome counts. Latency is
+    the time from `Balancer.choose` to the outcome.
+
+    Attributes:
+        endpoint: The `kdisco.Endpoint` to send the request to.
+
+    Example:
+        >>> import kdisco
+        >>> lb = kdisco.Balancer()
+        >>> with lb.choose([kdisco.Endpoint(host="192.0.2.1", port=80)]) as pick:
+        ...     status = 503                     # send to pick.endpoint.address
+        ...     if status >= 500:
+        ...         pick.failed()
+        >>> lb.health(pick.endpoint).consecutive_failures
+        1
     """
 
     __slots__ = ("_balancer", "_done", "_generation", "_started", "_state", "endpoint")
@@ -251,11 +318,12 @@ class Pick:
         return f"<Pick {self.endpoint.address}{' done' if self._done else ''}>"
 
     def succeeded(self) -> None:
-        """The request worked (only the first outcome counts)."""
+        """Report that the request worked, and end it (only the first outcome counts)."""
         self._balancer._finish(self, True)
 
     def failed(self) -> None:
-        """The request failed because of the endpoint (only the first outcome counts)."""
+        """Report that the request failed because of the endpoint, and end it (only the
+        first outcome counts)."""
         self._balancer._finish(self, False)
 
     def __enter__(self) -> Pick:
@@ -288,13 +356,55 @@ class Pick:
 class Balancer:
     """Chooses endpoints for requests and learns from how the requests went.
 
-    ``picker``: the algorithm (a new ``RoundRobin()`` when None). ``outliers``: an
-    ``OutlierPolicy``, or True/False for the default one / none. ``zone``, ``node``
-    and ``preference`` (``"PreferSameZone"``, ``"PreferSameNode"`` or None): keep
-    traffic near the caller while a near endpoint is usable. ``clock``: monotonic
-    seconds, for latency and ejection times (injectable for tests). ``forget_after``:
-    seconds after which figures of an address no longer in any answer are dropped
-    (within a quarter more: they are swept when a new answer or address comes in).
+    For clients kdisco has no integration for (a database pool, a raw socket); the
+    httpx, requests and gRPC integrations use one of their own. Each pick keeps the
+    usable endpoints of the answer (ready and not terminating; else terminating but
+    still serving), the nearest of them when a locality preference applies, leaves
+    out those ejected for failing (`OutlierPolicy`), and lets the ``picker`` choose.
+    One balancer serves every thread and asyncio task of a process and never blocks
+    on I/O; what it learns is kept per address, so it carries over from one answer
+    for a Service to the next.
+
+    Args:
+        picker: The algorithm that chooses among the candidates: `RoundRobin`,
+            `Random`, `PowerOfTwo`, `LeastResponseTime`, `RendezvousHash`, or any
+            object with a ``choose(candidates, key, stats)`` method (`Picker`).
+            Default None: a new ``RoundRobin()``.
+        outliers: Passive health: an `OutlierPolicy`, True for the default one,
+            False for none. Default True.
+        zone: The caller's zone, for locality preferences. Default None: unknown,
+            so no endpoint is in the caller's zone. (The HTTP integrations' default
+            balancer reads ``KDISCO_ZONE``, else the node's zone label.)
+        node: The caller's node name, for ``"PreferSameNode"``. Default None (the
+            HTTP integrations' default balancer reads ``KDISCO_NODE``, else
+            ``NODE_NAME``).
+        preference: ``"PreferSameZone"`` (``"PreferClose"`` is the same),
+            ``"PreferSameNode"`` (then the same zone, then all), or None to follow
+            each Service's ``trafficDistribution``. Near endpoints are used while
+            one is usable, then all of them. Default None.
+        clock: Monotonic seconds, for latencies and ejection times (a test passes a
+            fake one). Default ``time.monotonic``.
+        forget_after: Seconds after which what was learned about an address no
+            answer lists any more is dropped (within a quarter more: addresses are
+            swept when a new answer or address comes in). Default 600.
+
+    Raises:
+        ConfigurationError: ``picker`` has no ``choose`` method, ``clock`` is not
+            callable, ``forget_after`` is negative, ``outliers`` is not an
+            `OutlierPolicy` or a bool, or ``zone``, ``node`` or ``preference`` is
+            malformed.
+
+    Example:
+        >>> import kdisco
+        >>> from kdisco.testing import FakeResolver
+        >>> fake = FakeResolver({"db": ["192.0.2.1:5432", "192.0.2.2:5432"]})
+        >>> d = kdisco.Discoverer(strategies=[fake])
+        >>> lb = kdisco.Balancer(picker=kdisco.RoundRobin(seed=1))
+        >>> res = d.discover("db")
+        >>> sorted(lb.pick(res).host for _ in range(4))
+        ['192.0.2.1', '192.0.2.1', '192.0.2.2', '192.0.2.2']
+        >>> with lb.choose(res) as pick:      # in flight until the block ends
+        ...     address = pick.endpoint.address
     """
 
     def __init__(
@@ -356,28 +466,57 @@ class Balancer:
     # Read-only: the fast path and the kept candidates are built from them.
     @property
     def picker(self) -> Picker:
+        """The `Picker` that chooses among the candidates."""
         return self._picker
 
     @property
     def outliers(self) -> OutlierPolicy:
+        """The `OutlierPolicy` in force (``enabled=False`` when made with False)."""
         return self._outliers
 
     @property
     def topology(self) -> Topology:
+        """Where the caller runs and what it prefers: ``zone``, ``node``,
+        ``preference``."""
         return self._topology
 
     @property
     def forget_after(self) -> float:
+        """Seconds after which what was learned about an address no answer lists is
+        dropped."""
         return self._forget_after
 
     # -- choosing -------------------------------------------------------------------
 
     def pick(self, endpoints: Resolution | Sequence[Endpoint], key: Key | None = None) -> Endpoint:
-        """An endpoint for one request, not tracked (for callers that only want one).
+        """An endpoint for one request, not counted in flight.
 
-        ``endpoints``: a ``Resolution`` (or a tuple of endpoints, also cached; other
-        sequences are judged afresh on every call). ``key``: the routing key for
-        ``RendezvousHash``. Raises ``NoReadyEndpoints`` when none is usable.
+        For callers that only want an address; use `choose` to report how the request
+        went (what `PowerOfTwo`, `LeastResponseTime` and ejection learn from).
+
+        Args:
+            endpoints: A `kdisco.Resolution`, or a sequence of `kdisco.Endpoint`.
+                What is derived from a Resolution or a tuple is kept for the next
+                pick (by identity: `kdisco.discover` hands back the same Resolution
+                while it is cached); other sequences are judged afresh each time.
+            key: The routing key (``str`` or ``bytes``: a user id, a shard key) for
+                `RendezvousHash`, which requires one; other pickers ignore it.
+                Default None.
+
+        Returns:
+            Endpoint: One of the usable endpoints.
+
+        Raises:
+            NoReadyEndpoints: No endpoint is usable (none ready, none serving while
+                terminating); the message says what the endpoints were.
+            ConfigurationError: The picker is `RendezvousHash` and ``key`` is None.
+
+        Example:
+            >>> import kdisco
+            >>> eps = (kdisco.Endpoint(host="192.0.2.1", port=80, ready=False),
+            ...        kdisco.Endpoint(host="192.0.2.2", port=80))
+            >>> kdisco.Balancer().pick(eps).address
+            '192.0.2.2:80'
         """
         entry = self._entries.get(id(endpoints))
         if entry is None or entry.owner is not endpoints or entry.epoch != self._epoch:
@@ -389,10 +528,35 @@ class Balancer:
         return self._choose(entry.candidates, key, entry.view)
 
     def choose(self, endpoints: Resolution | Sequence[Endpoint], key: Key | None = None) -> Pick:
-        """An endpoint for one request, counted in flight from now until the returned
-        ``Pick`` says how it went: use it as a context manager (``with`` or ``async
-        with``), or call its ``succeeded()``/``failed()``. A pick never finished stays
-        counted in flight."""
+        """An endpoint for one request, counted in flight until the request is done.
+
+        Use the returned `Pick` as a context manager (``with`` or ``async with``: an
+        exception is a failure), or call its ``succeeded()`` or ``failed()``. A pick
+        never finished stays counted in flight.
+
+        Args:
+            endpoints: A `kdisco.Resolution` or a sequence of `kdisco.Endpoint`, as
+                for `pick`.
+            key: The routing key for `RendezvousHash`, as for `pick`. Default None.
+
+        Returns:
+            Pick: The endpoint (``pick.endpoint``) and the means to report the outcome.
+
+        Raises:
+            NoReadyEndpoints: No endpoint is usable.
+            ConfigurationError: The picker is `RendezvousHash` and ``key`` is None.
+
+        Example:
+            >>> import kdisco
+            >>> lb = kdisco.Balancer()
+            >>> ep = kdisco.Endpoint(host="192.0.2.1", port=80)
+            >>> pick = lb.choose([ep])
+            >>> lb.health(ep).in_flight
+            1
+            >>> pick.succeeded()
+            >>> lb.health(ep).in_flight
+            0
+        """
         ep = self.pick(endpoints, key)
         ident = (ep.host, ep.port)
         now = self._clock()
@@ -405,10 +569,24 @@ class Balancer:
         return Pick(self, ep, st, now, generation)
 
     def report(self, endpoint: Endpoint, *, ok: bool, seconds: float | None = None) -> None:
-        """How a request to ``endpoint`` went, for callers that do not use ``choose()``.
+        """Report how a request to ``endpoint`` went, for callers that do not use
+        `choose`.
 
-        ``seconds`` (optional) feeds the latency average; a failure counts as at least
-        twice the endpoint's average, so an endpoint that fails fast does not look fast.
+        Args:
+            endpoint: The endpoint the request went to (told apart by host and port).
+            ok: True when it worked, False when it failed because of the endpoint (a
+                failure counts towards ejection).
+            seconds: How long it took, for the latency average. A failure counts as
+                at least twice the endpoint's average, so an endpoint that fails fast
+                does not look fast. Default None: no time.
+
+        Example:
+            >>> import kdisco
+            >>> lb = kdisco.Balancer(clock=lambda: 100.0)     # a stopped clock: no fading
+            >>> ep = kdisco.Endpoint(host="192.0.2.1", port=80)
+            >>> lb.report(ep, ok=True, seconds=0.05)
+            >>> lb.health(ep).latency
+            0.05
         """
         ident = (endpoint.host, endpoint.port)
         now = self._clock()
@@ -419,7 +597,15 @@ class Balancer:
             self._record(st, ok, seconds, now)
 
     def health(self, endpoint: Endpoint) -> EndpointHealth:
-        """What the balancer knows about ``endpoint``'s address now."""
+        """What the balancer knows about ``endpoint``'s address now.
+
+        Args:
+            endpoint: The endpoint to ask about (told apart by host and port).
+
+        Returns:
+            EndpointHealth: Its requests in flight, latency, failures and ejection;
+            the defaults for an address the balancer knows nothing of.
+        """
         now = self._clock()
         with self._lock:
             st = self._states.get((endpoint.host, endpoint.port))

@@ -71,10 +71,20 @@ def _optional_str(value: object, where: str) -> None:
 class Topology:
     """Where the caller runs, and whether to prefer endpoints near it.
 
-    ``preference``: ``"PreferSameZone"`` (``"PreferClose"`` is the same),
-    ``"PreferSameNode"`` (then the same zone, then all), or None (no preference).
-    An endpoint whose zone or node is unknown is never local; with no ``zone`` or
-    ``node`` given, nothing is.
+    What `Balancer.topology` holds, made from the balancer's ``zone``, ``node`` and
+    ``preference``. An endpoint whose zone or node is unknown is never local; with no
+    ``zone`` or ``node`` given, nothing is.
+
+    Attributes:
+        zone: The caller's zone, or None when unknown.
+        node: The caller's node name, or None when unknown.
+        preference: ``"PreferSameZone"`` (``"PreferClose"`` is the same),
+            ``"PreferSameNode"`` (then the same zone, then all), or None: follow
+            each Service's ``trafficDistribution``.
+
+    Raises:
+        ConfigurationError: ``zone`` or ``node`` is not a str, or ``preference`` is
+            not one of the names above.
     """
 
     zone: str | None = None
@@ -99,6 +109,15 @@ class Topology:
         EndpointSlice hints when every usable endpoint has them (an endpoint hinted
         for the caller's zone or node serves it), else from the endpoints' own zone
         and node: kube-proxy too ignores hints unless all endpoints carry them.
+
+        Args:
+            usable: The usable endpoints of an answer.
+            resolution: The answer they come from (for its Service's
+                ``trafficDistribution``), or None for a bare list.
+
+        Returns:
+            tuple[tuple[Endpoint, ...], ...]: The layers, none empty (one when no
+            preference applies).
         """
         preference = self.preference
         if preference is None and resolution is not None:

@@ -50,8 +50,14 @@ _MAX_NAMES = 16384
 class Stats(Protocol):
     """What a ``Balancer`` knows about endpoints, for pickers that weigh them.
 
-    Endpoints are told apart by ``(host, port)``: a new ``Endpoint`` object for the same
-    address (the next answer for the Service) has the same figures.
+    The third argument of `Picker.choose`. Endpoints are told apart by
+    ``(host, port)``: a new ``Endpoint`` object for the same address (the next answer
+    for the Service) has the same figures.
+
+    Attributes:
+        group: Which set the candidates come from: the Service and port of a
+            ``Resolution``, None for a bare sequence of endpoints. Pickers that keep
+            a position keep one per group.
     """
 
     #: Which set the candidates come from: the Service and port of a ``Resolution``,
@@ -59,7 +65,14 @@ class Stats(Protocol):
     group: Hashable
 
     def in_flight(self, endpoint: Endpoint) -> int:
-        """Requests sent to ``endpoint`` through ``Balancer.choose()`` and not yet done."""
+        """Requests sent to ``endpoint`` through ``Balancer.choose()`` and not yet done.
+
+        Args:
+            endpoint: One of the candidates.
+
+        Returns:
+            int: The count, 0 for an address the balancer has no figures for.
+        """
         ...
 
     def latency(self, endpoint: Endpoint) -> float | None:
@@ -67,6 +80,12 @@ class Stats(Protocol):
 
         While an endpoint gets no reports its average fades towards zero, so an
         endpoint that was once slow is tried again after a while.
+
+        Args:
+            endpoint: One of the candidates.
+
+        Returns:
+            float | None: The average, or None before the first report with a time.
         """
         ...
 
@@ -75,22 +94,42 @@ class Stats(Protocol):
 class Picker(Protocol):
     """Chooses one endpoint for a request: the one method a load-balancing algorithm needs.
 
-    ``candidates`` is never empty and holds each address once; the same object comes
-    back while the usable set does not change, so a picker may cache what it derives
-    from it by identity. ``key`` is the caller's routing key (None when none was
-    given). Return one of ``candidates``.
+    A protocol: any object with this ``choose`` method is a picker, given to
+    ``Balancer(picker=...)``. The balancer has already left out endpoints that are
+    not ready, ejected or (with a locality preference) farther away, so a picker only
+    decides how to spread requests.
 
     ``choose`` is called from many threads and tasks at once; it must not block (no
     I/O, no awaiting). A picker may define ``decay`` (seconds): the ``Balancer`` then
     averages latencies over that time constant (10 s otherwise).
 
+    Example:
+        >>> import kdisco
         >>> class First:
         ...     def choose(self, candidates, key, stats):
         ...         return candidates[0]
+        >>> eps = [kdisco.Endpoint(host=f"192.0.2.{i}", port=80) for i in (2, 1)]
+        >>> kdisco.Balancer(picker=First()).pick(eps).host
+        '192.0.2.2'
+        >>> isinstance(First(), kdisco.Picker)
+        True
     """
 
     def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
-        """The endpoint for this request."""
+        """The endpoint for this request.
+
+        Args:
+            candidates: The endpoints to choose from: never empty, each address once.
+                The same object comes back while the usable set does not change, so
+                a picker may cache what it derives from it by identity.
+            key: The caller's routing key (``str`` or ``bytes``), None when none was
+                given.
+            stats: The balancer's figures: requests in flight and latency per
+                endpoint, and the candidates' ``group``.
+
+        Returns:
+            Endpoint: One of ``candidates``.
+        """
         ...
 
 
@@ -135,7 +174,14 @@ def _make_rng(seed: int | None) -> random.Random:
 
 
 class Cursor:
-    """A group's turn: candidate ``(start + next(turns)) % len(candidates)`` is next."""
+    """A group's turn: candidate ``(start + next(turns)) % len(candidates)`` is next.
+
+    ``RoundRobin``'s bookkeeping, shared with the ``Balancer``'s view; not for users.
+
+    Args:
+        candidates: The candidate set the turn goes over.
+        start: The index of the first candidate's turn.
+    """
 
     __slots__ = ("candidates", "retired", "start", "turns")
 
@@ -154,10 +200,22 @@ def _identity(ep: Endpoint) -> tuple[str, int | None]:
 class RoundRobin:
     """Each candidate in turn, one position per group (per Service and port).
 
-    When the candidates change (a new answer, an ejection, an endpoint back), the turn
-    goes on from the endpoint that was next, so no endpoint gets an extra turn or loses
-    one. A group's first turn starts at a random place: clients started together do
-    not all begin with the same endpoint. ``seed`` fixes those starts (for tests).
+    The default picker. When the candidates change (a new answer, an ejection, an
+    endpoint back), the turn goes on from the endpoint that was next, so no endpoint
+    gets an extra turn or loses one. A group's first turn starts at a random place:
+    clients started together do not all begin with the same endpoint.
+
+    Args:
+        seed: Fixes where each group's turn starts (for tests). Default None: a
+            random place from ``os.urandom``.
+
+    Example:
+        >>> import kdisco
+        >>> eps = tuple(kdisco.Endpoint(host=f"192.0.2.{i}", port=80) for i in (1, 2, 3))
+        >>> lb = kdisco.Balancer(picker=kdisco.RoundRobin())
+        >>> turns = [lb.pick(eps).host for _ in range(6)]
+        >>> turns[:3] == turns[3:] and sorted(turns[:3]) == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+        True
     """
 
     def __init__(self, *, seed: int | None = None) -> None:
@@ -171,6 +229,16 @@ class RoundRobin:
         return "RoundRobin()"
 
     def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
+        """The candidate whose turn it is in ``stats.group``.
+
+        Args:
+            candidates: The endpoints to choose from (see `Picker.choose`).
+            key: Ignored.
+            stats: The balancer's figures; only ``stats.group`` is read.
+
+        Returns:
+            Endpoint: The next candidate in turn.
+        """
         cursor = self._cursors.get(stats.group)
         if cursor is None or cursor.candidates is not candidates:
             cursor = self._rebase(stats.group, candidates)
@@ -228,7 +296,15 @@ class RoundRobin:
 
 
 class Random:
-    """Uniformly at random. ``seed`` makes the sequence repeatable (for tests)."""
+    """Uniformly at random.
+
+    Args:
+        seed: Makes the sequence repeatable (for tests). Default None.
+
+    Example:
+        >>> import kdisco
+        >>> lb = kdisco.Balancer(picker=kdisco.Random(seed=7))
+    """
 
     def __init__(self, *, seed: int | None = None) -> None:
         self._random = _make_rng(seed).random
@@ -237,6 +313,16 @@ class Random:
         return "Random()"
 
     def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
+        """A candidate drawn uniformly at random.
+
+        Args:
+            candidates: The endpoints to choose from (see `Picker.choose`).
+            key: Ignored.
+            stats: Ignored.
+
+        Returns:
+            Endpoint: One of ``candidates``.
+        """
         return candidates[int(self._random() * len(candidates))]
 
 
@@ -246,6 +332,19 @@ class PowerOfTwo:
     Nearly as even as "least in flight" over all candidates, without the herd: many
     clients seeing the same idle endpoint do not all send to it at once (Mitzenmacher,
     "The Power of Two Choices"; Envoy's LEAST_REQUEST). Ties go to the first draw.
+    Only requests made with `Balancer.choose` (and the integrations) are counted in
+    flight.
+
+    Args:
+        seed: Makes the draws repeatable (for tests). Default None.
+
+    Example:
+        >>> import kdisco
+        >>> eps = tuple(kdisco.Endpoint(host=f"192.0.2.{i}", port=80) for i in (1, 2))
+        >>> lb = kdisco.Balancer(picker=kdisco.PowerOfTwo(seed=1))
+        >>> busy = lb.choose(eps)                     # one request in flight there
+        >>> lb.pick(eps) != busy.endpoint              # the other one is less busy
+        True
     """
 
     def __init__(self, *, seed: int | None = None) -> None:
@@ -255,6 +354,16 @@ class PowerOfTwo:
         return "PowerOfTwo()"
 
     def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
+        """Of two candidates drawn at random, the one with fewer requests in flight.
+
+        Args:
+            candidates: The endpoints to choose from (see `Picker.choose`).
+            key: Ignored.
+            stats: The balancer's figures; ``stats.in_flight`` is read.
+
+        Returns:
+            Endpoint: One of ``candidates``.
+        """
         n = len(candidates)
         if n == 1:
             return candidates[0]
@@ -291,6 +400,28 @@ class LeastResponseTime:
     share without a rush. Comparing two, not all (Finagle's and Linkerd's
     "P2C + EWMA"), keeps every client from sending all its traffic to the one endpoint
     that looks fastest, and leaves slow endpoints a trickle that notices recovery.
+    Latencies come from `Balancer.choose` (time to the outcome) and
+    `Balancer.report`.
+
+    Args:
+        decay: Seconds over which latencies are averaged (the time constant of the
+            average, a positive finite number). Default 10.
+        seed: Makes the draws repeatable (for tests). Default None.
+
+    Attributes:
+        decay: The averaging time constant, in seconds.
+
+    Raises:
+        ConfigurationError: ``decay`` is not a positive finite number.
+
+    Example:
+        >>> import kdisco
+        >>> fast, slow = (kdisco.Endpoint(host=f"192.0.2.{i}", port=80) for i in (1, 2))
+        >>> lb = kdisco.Balancer(picker=kdisco.LeastResponseTime(decay=30.0), clock=lambda: 0.0)
+        >>> lb.report(fast, ok=True, seconds=0.01)
+        >>> lb.report(slow, ok=True, seconds=0.50)
+        >>> {lb.pick((fast, slow)).host for _ in range(5)}
+        {'192.0.2.1'}
     """
 
     def __init__(self, *, decay: float = DEFAULT_DECAY, seed: int | None = None) -> None:
@@ -306,6 +437,17 @@ class LeastResponseTime:
         return f"LeastResponseTime(decay={self.decay!r})"
 
     def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
+        """Of two candidates drawn at random, the one with the lower latency x (in
+        flight + 1).
+
+        Args:
+            candidates: The endpoints to choose from (see `Picker.choose`).
+            key: Ignored.
+            stats: The balancer's figures; ``latency`` and ``in_flight`` are read.
+
+        Returns:
+            Endpoint: One of ``candidates``.
+        """
         n = len(candidates)
         if n == 1:
             return candidates[0]
@@ -383,7 +525,21 @@ class RendezvousHash:
     a shard's keys stay with ``db-0`` when its pod comes back with a new IP. (Addresses
     sharing a name, a dual-stack pod's, tie; the lowest address wins, in any order.)
     A key is required. What each key maps to is remembered per candidate set (bounded), so a
-    repeated key costs a dict lookup.
+    repeated key costs a dict lookup. For sharded StatefulSets behind headless
+    Services: ``lb.pick(res, key="customer-42")``.
+
+    Example:
+        >>> import kdisco
+        >>> shards = tuple(kdisco.Endpoint(host=f"192.0.2.{i}", port=5432, hostname=f"db-{i}")
+        ...                for i in range(3))
+        >>> lb = kdisco.Balancer(picker=kdisco.RendezvousHash())
+        >>> owner = lb.pick(shards, key="customer-42").hostname
+        >>> all(lb.pick(shards, key="customer-42").hostname == owner for _ in range(5))
+        True
+        >>> other = next(ep for ep in shards if ep.hostname != owner)
+        >>> left = tuple(ep for ep in shards if ep is not other)   # another shard is gone
+        >>> lb.pick(left, key="customer-42").hostname == owner     # this key stays put
+        True
     """
 
     def __init__(self) -> None:
@@ -400,7 +556,15 @@ class RendezvousHash:
         return int.from_bytes(self._blake2b(data, digest_size=8).digest(), "little")
 
     def endpoint_hash(self, ep: Endpoint) -> int:
-        """The 64-bit hash an endpoint is scored with (stable across processes)."""
+        """The 64-bit hash an endpoint is scored with (stable across processes).
+
+        Args:
+            ep: The endpoint, named by its ``hostname``, else its ``pod``, else its
+                ``host``, with its port.
+
+        Returns:
+            int: The BLAKE2b hash of ``"<name>:<port>"``, 0 to 2**64 - 1.
+        """
         name = ep.hostname or ep.pod or ep.host
         ident = (name, ep.port)
         h = self._names.get(ident)
@@ -411,6 +575,19 @@ class RendezvousHash:
         return h
 
     def choose(self, candidates: Sequence[Endpoint], key: Key | None, stats: Stats) -> Endpoint:
+        """The candidate with the highest score for ``key``.
+
+        Args:
+            candidates: The endpoints to choose from (see `Picker.choose`).
+            key: The routing key: ``str`` (hashed as UTF-8) or ``bytes``. Required.
+            stats: Ignored.
+
+        Returns:
+            Endpoint: The same endpoint for the same key while it is a candidate.
+
+        Raises:
+            ConfigurationError: ``key`` is None.
+        """
         if key is None:
             raise ConfigurationError(
                 "RendezvousHash needs a key: pass key=... to Balancer.choose() or pick()"

@@ -10,11 +10,13 @@ A URL whose host is a Service name (``payments``, ``payments.billing``, ...,
 ``_grpc._tcp.payments.billing`` for a named port) is sent to one of its endpoints,
 picked by a ``kdisco.Balancer`` (round-robin unless you give another); the
 ``Host`` header keeps the name, and TLS checks the certificate against the name
-(SNI too) while the TCP connection goes to the endpoint. Idempotent requests whose
-connection could not be made are retried on another endpoint (``retries`` times);
-each outcome is reported to the balancer, which ejects failing endpoints. Answers
-come from the ``Discoverer`` (cached, so re-resolving per request is cheap and
-sees changes). Other hosts pass through untouched. See docs/http.md.
+(SNI too) while the TCP connection goes to the endpoint. An answer that is an
+Ingress route (``reach="external"``) sends the request to the route's URL instead,
+with the rule's host as ``Host``. Idempotent requests whose connection could not be
+made are retried on another endpoint (``retries`` times); each outcome is reported
+to the balancer, which ejects failing endpoints. Answers come from the
+``Discoverer`` (cached, so re-resolving per request is cheap and sees changes).
+Other hosts pass through untouched. See docs/http.md.
 """
 
 from __future__ import annotations
@@ -132,17 +134,74 @@ class _TrackedStream(_httpx.SyncByteStream, _httpx.AsyncByteStream):
 
 
 class Transport(_Common, _httpx.BaseTransport):
-    """An ``httpx`` transport for ``httpx.Client(transport=...)``.
+    """An httpx transport that sends requests for a Service to one of its endpoints.
 
-    ``discoverer``: where answers come from (default: the one ``kdisco.discover()``
-    uses, ``kdisco.testing.override`` included). ``balancer``: a ``kdisco.Balancer``
-    (default: round-robin with outlier ejection). ``retries``: retries of an
-    idempotent request whose connection failed, each on another endpoint.
-    ``failure_statuses``: response codes reported to the balancer as failures (e.g.
-    ``{502, 503}``; the response is returned either way). ``backends=True``: balance
-    over the pods behind a ClusterIP Service (listed by the api strategy) rather than
-    send everything to its virtual IP. ``transport``: the
-    transport that sends (default ``httpx.HTTPTransport(**kwargs)``).
+    Give it to ``httpx.Client(transport=...)``. A request whose URL host is a Service
+    name (``payments``, ``payments.billing``, ``payments.billing.svc``,
+    ``payments.billing.svc.<cluster-domain>``, or ``_<port>._tcp.payments.billing``
+    to name a port) is answered by ``discoverer`` (cached: about a microsecond per
+    request, and a changed answer is seen at once) and sent to the endpoint
+    ``balancer`` picks:
+
+    - the port is the URL's number, else the Service port named after the scheme
+      (``http`` or ``https``), else the Service's only port;
+    - the ``Host`` header keeps the name, and for ``https`` the TLS handshake names
+      the Service (SNI) and checks its certificate against that name, while the TCP
+      connection goes to the endpoint's address;
+    - an endpoint that is an Ingress route (what ``reach="external"`` answers with
+      outside the cluster) gets the request at the route's URL: its scheme and port,
+      the request's path under the route's path, and the rule's host as ``Host``;
+    - an idempotent request (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) whose
+      connection could not be made is retried on another endpoint;
+    - every outcome is reported to the balancer, which ejects endpoints that keep
+      failing. The request stays in flight until its response body is read or
+      closed, and a body cut short counts as the endpoint's failure.
+
+    Other hosts (IP addresses, ``localhost``, ``api.example.com``, a two-label name
+    the cluster does not know, remembered as such for 30 s) go to ``transport`` as
+    they are. ``response.request.url`` and the ``Host`` header the caller set are
+    restored: what the caller sees names the Service.
+
+    Args:
+        discoverer: Where answers come from. Default None: the one
+            `kdisco.discover` uses, looked up on each request (so
+            `kdisco.testing.override` reaches it).
+        balancer: The `kdisco.Balancer` that picks endpoints and learns their
+            health. Default None: a round-robin one with the default
+            `OutlierPolicy`, made on the first request, which knows the caller's
+            zone and node (``KDISCO_ZONE``; ``KDISCO_NODE``, else ``NODE_NAME``;
+            else this node's zone label when the api strategy may read Nodes) for
+            Services whose ``trafficDistribution`` prefers near endpoints.
+        retries: How many more endpoints an idempotent request whose connection
+            failed is tried on (a whole number, 0 or more). Default 2.
+        failure_statuses: Response status codes reported to the balancer as
+            failures, such as ``{502, 503}``; the response is returned either way.
+            Default: none (every response is a success).
+        backends: Balance over the ready pods behind a ClusterIP Service, with their
+            target ports (the api strategy lists them from the EndpointSlices),
+            instead of sending every request to its one virtual IP. Default False.
+        transport: The httpx transport that sends each request. Default None:
+            ``httpx.HTTPTransport(**kwargs)``.
+        **kwargs: Passed to ``httpx.HTTPTransport`` when ``transport`` is None:
+            ``verify``, ``cert``, ``limits``, ``http2``, ... Set them here: a
+            ``Client`` given a transport does not pass its own on.
+
+    Raises:
+        ConfigurationError: ``retries`` is not a whole number of 0 or more.
+
+    Example:
+        An httpx ``MockTransport`` stands for the pod here:
+
+        >>> import httpx, kdisco, kdisco.httpx
+        >>> from kdisco.testing import FakeResolver
+        >>> pods = FakeResolver({"payments.billing": ["192.0.2.10:8080"]})
+        >>> d = kdisco.Discoverer(strategies=[pods])
+        >>> def pod(request):
+        ...     return httpx.Response(200, text=f"{request.url} Host={request.headers['Host']}")
+        >>> sender = httpx.MockTransport(pod)
+        >>> client = httpx.Client(transport=kdisco.httpx.Transport(d, transport=sender))
+        >>> client.get("http://payments.billing/charge").text
+        'http://192.0.2.10:8080/charge Host=payments.billing'
     """
 
     def __init__(
@@ -161,6 +220,30 @@ class Transport(_Common, _httpx.BaseTransport):
         self._inner = transport if transport is not None else _httpx.HTTPTransport(**kwargs)
 
     def handle_request(self, request: _httpx.Request) -> _httpx.Response:
+        """Send one request: to an endpoint when its host is a Service, else as it is.
+
+        httpx calls this; applications call ``client.get()`` and the like.
+
+        Args:
+            request: The request. Its URL, extensions and ``Host`` header are moved
+                to the endpoint while it is sent, and restored before this returns.
+
+        Returns:
+            httpx.Response: The endpoint's response. Reading or closing its body
+            reports the outcome to the balancer.
+
+        Raises:
+            NoReadyEndpoints: The Service exists and nothing behind it is ready.
+            PortNotFound: No port was found for the URL: it names none, the Service
+                has no port named after the scheme and not exactly one port, or the
+                answer has no port numbers (cluster DNS without a port name).
+            InvalidServiceName: The host names a port (``_grpc._tcp.svc.ns``) and
+                the URL has a port number too.
+            DiscoveryError: Any other failure to find the Service (`AccessDenied`,
+                `DiscoveryTimeout`, ...). A Service that does not exist is no
+                error: the request goes out as it is.
+            httpx.HTTPError: What ``transport`` raised for the last endpoint tried.
+        """
         d = self._discoverer or _discoverer.get_default_discoverer()
         target = self._target(request, d.cluster_domain)
         res = self._routing.answer(target, d)
@@ -170,7 +253,8 @@ class Transport(_Common, _httpx.BaseTransport):
 
     @property
     def balancer(self) -> _balancer.Balancer:
-        """The Balancer in use (the default one is made on the first request)."""
+        """The `kdisco.Balancer` in use: the one given, or the default one (made now
+        if no request has made it yet), for ``balancer.health(endpoint)``."""
         d = self._discoverer or _discoverer.get_default_discoverer()
         return self._routing.balancing.get(d.settings, d.strategies)
 
@@ -195,13 +279,53 @@ class Transport(_Common, _httpx.BaseTransport):
             return self._tracked(response, pick)
 
     def close(self) -> None:
+        """Close the transport that sends (``httpx.Client.close()`` calls this)."""
         self._inner.close()
 
 
 class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
-    """``Transport`` for ``httpx.AsyncClient``: answers from ``kdisco.aio`` (an
-    ``AsyncDiscoverer``, default the one ``kdisco.aio.discover()`` uses), never
-    blocking the event loop."""
+    """`Transport` for ``httpx.AsyncClient``, never blocking the event loop.
+
+    Give it to ``httpx.AsyncClient(transport=...)``. Requests are routed, retried and
+    reported exactly as `Transport` does it, with answers from `kdisco.aio` (DNS over
+    non-blocking sockets, the API watch cache awaited). The default balancer is made
+    in a worker thread on the first request, as it may ask the API for this node's
+    zone.
+
+    Args:
+        discoverer: Where answers come from: a `kdisco.aio.AsyncDiscoverer`.
+            Default None: the one `kdisco.aio.discover` uses, looked up on each
+            request (so `kdisco.testing.override` reaches it).
+        balancer: The `kdisco.Balancer` that picks endpoints and learns their
+            health. Default None: a round-robin one, as for `Transport`.
+        retries: How many more endpoints an idempotent request whose connection
+            failed is tried on (a whole number, 0 or more). Default 2.
+        failure_statuses: Response status codes reported to the balancer as
+            failures, such as ``{502, 503}``; the response is returned either way.
+            Default: none.
+        backends: Balance over the ready pods behind a ClusterIP Service instead of
+            its virtual IP, as for `Transport`. Default False.
+        transport: The httpx async transport that sends each request. Default None:
+            ``httpx.AsyncHTTPTransport(**kwargs)``.
+        **kwargs: Passed to ``httpx.AsyncHTTPTransport`` when ``transport`` is None
+            (``verify``, ``cert``, ``limits``, ``http2``, ...).
+
+    Raises:
+        ConfigurationError: ``retries`` is not a whole number of 0 or more.
+
+    Example:
+        >>> import asyncio, httpx, kdisco.aio, kdisco.httpx
+        >>> from kdisco.testing import FakeResolver
+        >>> pods = FakeResolver({"payments.billing": ["192.0.2.10:8080"]})
+        >>> sender = httpx.MockTransport(lambda request: httpx.Response(200, text=str(request.url)))
+        >>> async def charge():
+        ...     async with kdisco.aio.AsyncDiscoverer(strategies=[pods]) as d:
+        ...         transport = kdisco.httpx.AsyncTransport(d, transport=sender)
+        ...         async with httpx.AsyncClient(transport=transport) as client:
+        ...             return (await client.post("http://payments.billing/charge")).text
+        >>> asyncio.run(charge())
+        'http://192.0.2.10:8080/charge'
+    """
 
     def __init__(
         self,
@@ -219,6 +343,22 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
         self._inner = transport if transport is not None else _httpx.AsyncHTTPTransport(**kwargs)
 
     async def handle_async_request(self, request: _httpx.Request) -> _httpx.Response:
+        """`Transport.handle_request` for the event loop; httpx awaits it.
+
+        Args:
+            request: The request, moved to the endpoint while it is sent and restored
+                before this returns.
+
+        Returns:
+            httpx.Response: The endpoint's response; closing its body (``aclose``,
+            or reading it to the end) reports the outcome to the balancer.
+
+        Raises:
+            DiscoveryError: The Service exists and cannot be reached
+                (`NoReadyEndpoints`, `PortNotFound`, ...), as for
+                `Transport.handle_request`.
+            httpx.HTTPError: What ``transport`` raised for the last endpoint tried.
+        """
         d = self._discoverer or await _aio.default_discoverer()
         target = self._target(request, d.sync.cluster_domain)
         res = await self._routing.aanswer(target, d)
@@ -243,7 +383,8 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
 
     @property
     def balancer(self) -> _balancer.Balancer:
-        """The Balancer in use (the default one is made on the first request)."""
+        """The `kdisco.Balancer` in use: the one given, or the default one (made now,
+        blocking, if no request has made it yet)."""
         ready = self._routing.balancing.ready
         if ready is not None:
             return ready
@@ -251,4 +392,5 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
         return self._routing.balancing.get(d.settings, d.strategies)
 
     async def aclose(self) -> None:
+        """Close the transport that sends (``httpx.AsyncClient.aclose()`` calls this)."""
         await self._inner.aclose()
