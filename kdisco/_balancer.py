@@ -307,6 +307,16 @@ class Pick:
     def __init__(
         self, balancer: Balancer, endpoint: Endpoint, state: _State, started: float, gen: int
     ) -> None:
+        """Made by `Balancer.choose`, not by users.
+
+        Args:
+            balancer: The balancer the outcome is reported to.
+            endpoint: The endpoint picked.
+            state: The balancer's figures for the endpoint's address.
+            started: When the request started, on the balancer's clock.
+            gen: The balancer's generation (a fork starts a new one: a request of
+                the parent is not in flight in the child).
+        """
         self.endpoint = endpoint
         self._balancer = balancer
         self._state = state
@@ -476,8 +486,8 @@ class Balancer:
 
     @property
     def topology(self) -> Topology:
-        """Where the caller runs and what it prefers: ``zone``, ``node``,
-        ``preference``."""
+        """Where the caller runs and what it prefers (``zone``, ``node`` and
+        ``preference``)."""
         return self._topology
 
     @property

@@ -253,7 +253,7 @@ class Transport(_Common, _httpx.BaseTransport):
 
     @property
     def balancer(self) -> _balancer.Balancer:
-        """The `kdisco.Balancer` in use: the one given, or the default one (made now
+        """The `kdisco.Balancer` in use (the one given, or the default one, made now
         if no request has made it yet), for ``balancer.health(endpoint)``."""
         d = self._discoverer or _discoverer.get_default_discoverer()
         return self._routing.balancing.get(d.settings, d.strategies)
@@ -383,8 +383,8 @@ class AsyncTransport(_Common, _httpx.AsyncBaseTransport):
 
     @property
     def balancer(self) -> _balancer.Balancer:
-        """The `kdisco.Balancer` in use: the one given, or the default one (made now,
-        blocking, if no request has made it yet)."""
+        """The `kdisco.Balancer` in use (the one given, or the default one, made now
+        and blocking if no request has made it yet)."""
         ready = self._routing.balancing.ready
         if ready is not None:
             return ready

@@ -169,7 +169,7 @@ class Adapter(_adapters.HTTPAdapter):
 
     @property
     def balancer(self) -> _balancer.Balancer:
-        """The `kdisco.Balancer` in use: the one given, or the default one (made now
+        """The `kdisco.Balancer` in use (the one given, or the default one, made now
         if no request has made it yet), for ``balancer.health(endpoint)``."""
         d = self._discoverer or _discoverer.get_default_discoverer()
         return self._routing.balancing.get(d.settings, d.strategies)
