@@ -15,6 +15,8 @@ function, class, method and property. Docstrings are Google style, rendered by
 - A property's first line has no bare colon: napoleon reads ``type: text`` there,
   which is how ``Resolution.age`` once rendered garbled.
 - Every ``>>>`` example runs (those that need a cluster say ``# doctest: +SKIP``).
+- The API reference (docs/api.md) has each public name, and each class there lists
+  every public method and property it has.
 
 Members are checked where kdisco defines them (an override of an httpx or requests
 method included); what a class inherits from the standard library or a third-party
@@ -30,6 +32,7 @@ import inspect
 import re
 import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -150,16 +153,21 @@ def check_constructor(where: str, cls: type) -> list[str]:
     return undocumented_params(f"{where}()", parameters(init, bound=True), named)
 
 
+def members(cls: type) -> Iterator[tuple[str, object]]:
+    """The public methods and properties kdisco defines on ``cls`` (or its bases)."""
+    for name in sorted(dir(cls)):
+        owner = defining_class(cls, name)
+        if name.startswith("_") or owner is None or not is_ours(owner):
+            continue
+        raw = vars(owner)[name]
+        if isinstance(raw, property | classmethod | staticmethod) or inspect.isfunction(raw):
+            yield name, raw
+
+
 def check_class(where: str, cls: type) -> list[str]:
     problems = [] if own_doc(cls) else [f"{where}: no docstring"]
     problems += check_constructor(where, cls)
-    for name in sorted(dir(cls)):
-        if name.startswith("_"):
-            continue
-        owner = defining_class(cls, name)
-        if owner is None or not is_ours(owner):
-            continue
-        raw = vars(owner)[name]
+    for name, raw in members(cls):
         member = f"{where}.{name}"
         if isinstance(raw, property):
             problems += check_property(member, raw)
@@ -238,6 +246,40 @@ def test_docstring_examples_run(example: doctest.DocTest) -> None:
     out: list[str] = []
     runner.run(example, out=out.append)
     assert runner.failures == 0, "".join(out)
+
+
+API_MD = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+_DIRECTIVE = re.compile(
+    r"^\.\. auto(?P<kind>\w+):: (?P<target>\S+)\n(?P<options>(?:   .*\n)*)", re.MULTILINE
+)
+_MEMBERS = re.compile(r":members:(?P<names>[^:]*)")
+
+
+def reference() -> dict[str, set[str] | None]:
+    """docs/api.md's auto directives: target -> the members it lists (None: none)."""
+    found: dict[str, set[str] | None] = {}
+    for directive in _DIRECTIVE.finditer(API_MD.read_text()):
+        listed = _MEMBERS.search(directive["options"])
+        names = None if listed is None else set(re.findall(r"\w+", listed["names"]))
+        found[directive["target"]] = names
+    return found
+
+
+@pytest.mark.parametrize(("module_name", "names"), CASES)
+def test_the_api_reference_is_complete(module_name: str, names: list[str] | None) -> None:
+    module = importlib.import_module(module_name)
+    documented_here = reference()
+    missing: list[str] = []
+    for name in names if names is not None else list(public_names(module)):
+        target = f"{module_name}.{name}"
+        if target not in documented_here:
+            missing.append(target)
+            continue
+        obj = getattr(module, name)
+        if isinstance(obj, type):
+            listed = documented_here[target] or set()
+            missing += [f"{target}.{m}" for m, _ in members(obj) if m not in listed]
+    assert missing == [], "not in docs/api.md"
 
 
 def test_the_kdisco_fake_fixture_is_documented() -> None:
