@@ -6,6 +6,28 @@
 
 Cluster DNS first, then the kubelet's service variables, then the Kubernetes API;
 typed endpoints; one error tree rooted at ``DiscoveryError``.
+
+Start with ``help(kdisco.discover)`` (the names it takes, its arguments, what it
+raises) and ``help(kdisco.Resolution)`` (what it returns); ``kdisco.Discoverer``
+holds a configuration of your own, each argument backed by an environment variable
+(``KDISCO_STRATEGIES``, ``KDISCO_NAMESPACE``, ``KDISCO_TIMEOUT``, ``KDISCO_REACH``...).
+Elsewhere: ``kdisco.aio`` (asyncio), ``kdisco.testing`` (fakes for your tests, and
+the pytest fixture ``kdisco_fake``), ``kdisco.httpx``, ``kdisco.requests`` and
+``kdisco.grpc`` (clients that connect to Services by name), ``kdisco.Balancer``
+(spreading requests over endpoints).
+
+Errors::
+
+    DiscoveryError
+    ├── InvalidServiceName    (also ValueError)       bad name or port, before any I/O
+    ├── ConfigurationError    (also ValueError)       bad setting or environment variable
+    ├── ServiceNotFound                               no such Service
+    ├── NoReadyEndpoints                              it exists, nothing is ready
+    ├── PortNotFound                                  no such port on it
+    ├── NotReachable                                  no way in from outside the cluster
+    ├── AccessDenied          (also PermissionError)  the API refused: names the permission
+    ├── DiscoveryTimeout      (also TimeoutError)     the deadline passed first
+    └── DiscoveryUnavailable                          no strategy could answer here
 """
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING

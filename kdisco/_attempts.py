@@ -13,7 +13,7 @@ from ._redact import redact
 
 
 class Outcome(enum.Enum):
-    """How one strategy's turn in the chain ended (`Attempt.outcome`).
+    """How one strategy's turn in the chain ended (``Attempt.outcome``).
 
     Attributes:
         ANSWERED: It answered (recorded when the answer was an ExternalName that was
@@ -53,7 +53,7 @@ class Outcome(enum.Enum):
 class Attempt:
     """One strategy's turn: what it concluded and why.
 
-    Found in `Resolution.attempts` and `DiscoveryError.attempts`.
+    Found in ``Resolution.attempts`` and ``DiscoveryError.attempts``.
 
     Attributes:
         strategy: The strategy's name (``"dns"``, ``"env"``, ``"api"``...).

@@ -33,7 +33,7 @@ _ROUTE_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 class ServiceKind(enum.Enum):
-    """What kind of Service answered, as far as the source can tell (`Resolution.kind`).
+    """What kind of Service answered, as far as the source can tell (``Resolution.kind``).
 
     Attributes:
         CLUSTER_IP: A Service with a virtual IP: the endpoint is that IP
@@ -41,9 +41,9 @@ class ServiceKind(enum.Enum):
         HEADLESS: ``clusterIP: None``: the endpoints are the pods themselves.
         EXTERNAL_NAME: An alias of a DNS name (``spec.externalName``): the endpoint
             is that name, or the answer for the Service it names when it points back
-            into the cluster (`Resolution.via` lists the aliases followed).
+            into the cluster (``Resolution.via`` lists the aliases followed).
         NODE_PORT: ``spec.type: NodePort``: a ClusterIP Service also open on a port
-            of every node (`ServicePort.node_port`).
+            of every node (``ServicePort.node_port``).
         LOAD_BALANCER: ``spec.type: LoadBalancer``: a NodePort Service with a load
             balancer in front.
         UNKNOWN: The source cannot tell: DNS with a single address (a ClusterIP, or

@@ -108,14 +108,14 @@ class FakeResolver(_static.StaticStrategy):
         return super().lookup(query, deadline)
 
     async def alookup(self, query: _names.Query, deadline: _deadline.Deadline) -> _Answer:
-        """`lookup` for ``kdisco.aio``, on the event loop (it never waits).
+        """``lookup()`` for ``kdisco.aio``, on the event loop (it never waits).
 
         Args:
             query: What is asked.
             deadline: Unused.
 
         Returns:
-            kdisco.Resolution | kdisco.Miss: As `lookup`.
+            kdisco.Resolution | kdisco.Miss: As ``lookup()``.
         """
         return await super().alookup(query, deadline)
 

@@ -36,6 +36,27 @@ class StrategyFactory(Protocol):
     where a strategy reads its own variables); ``notifier`` is where a strategy that
     learns of changes publishes them (``notifier.publish(namespace, name)``), so
     ``kdisco.watch()`` wakes at once.
+
+    Called with two positional arguments:
+
+    Args:
+        settings: The `Settings` of the `Discoverer` being built.
+        notifier: The Discoverer's `Notifier`.
+
+    Returns:
+        Strategy: The strategy, built (an object with ``name`` and
+        ``lookup(query, deadline)``).
+
+    Raises:
+        ConfigurationError: The strategy cannot be built from these settings (the
+            Discoverer raises it to its caller). A factory may raise it; kdisco
+            raises it when the factory fails to load or returns no strategy.
+
+    Example:
+        In a plugin's ``pyproject.toml``::
+
+            [project.entry-points."kdisco.strategies"]
+            consul = "kdisco_consul:ConsulStrategy.from_settings"
     """
 
     def __call__(self, settings: Settings, notifier: Notifier, /) -> Strategy: ...
