@@ -649,6 +649,12 @@ class Lab:
                 f"--service-account-key-file={certs['sa_pub']}",
                 f"--service-account-signing-key-file={certs['sa_key']}",
                 "--endpoint-reconciler-type=none",
+                # Kept off although the serviceaccount controller now makes each new
+                # namespace's `default` ServiceAccount: that comes a moment after the
+                # namespace, and with the plugin on a Pod created in that moment is
+                # refused (a race tests would have to wait out), and every Pod would
+                # get a projected token volume no kubelet mounts here. Pods need no
+                # ServiceAccount in the lab; in-cluster tests make their own.
                 "--disable-admission-plugins=ServiceAccount",
                 "--allow-privileged=true",
                 "--profiling=false",

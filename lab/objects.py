@@ -131,8 +131,7 @@ class Cluster:
         dropped, as their kubelets would: a Pod bound to a node otherwise waits for
         a kubelet that never comes, and the namespace stays Terminating.
         """
-        pods = self._raw(self.core.list_namespaced_pod(name, _preload_content=False))
-        for pod in pods.get("items") or []:
+        for pod in self.pods(name):
             if pod["metadata"].get("finalizers"):
                 self.release_pod(name, pod["metadata"]["name"])
         self.core.delete_collection_namespaced_pod(
@@ -317,6 +316,15 @@ class Cluster:
                 name, namespace, {"status": status}, _preload_content=False
             )
         )
+
+    def pods(self, namespace: str, selector: str | None = None) -> list[Json]:
+        """The Pods of a namespace (``selector``: a label selector such as ``app=db``)."""
+        page = self._raw(
+            self.core.list_namespaced_pod(
+                namespace, label_selector=selector or "", _preload_content=False
+            )
+        )
+        return list(page.get("items") or [])
 
     def set_pod_ready(self, namespace: str, name: str, ready: bool) -> Json:
         body = {"status": _pod_conditions(ready)}

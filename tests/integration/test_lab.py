@@ -20,7 +20,7 @@ import kdisco
 from kdisco import Outcome, ServiceKind
 from lab.objects import Cluster, kubelet_env, port
 
-from .conftest import BIG_ENDPOINTS, DB_NOT_READY, DB_READY, eventually
+from .conftest import BIG_ENDPOINTS, DB_NOT_READY, DB_READY, MOVING, big_address, eventually
 
 
 def api_port(lab_info: Any) -> str:
@@ -39,6 +39,9 @@ def dns(lab_info: Any, ns: str, **kw: Any) -> kdisco.Discoverer:
 
 
 def api(lab_info: Any, ns: str, **kw: Any) -> kdisco.Discoverer:
+    """The api strategy with the lab's kubeconfig, answering as it does in a pod
+    (``reach="cluster"``: test_reach_lab.py has the view from outside)."""
+    kw.setdefault("reach", "cluster")
     return kdisco.Discoverer(
         strategies=["api"], kubeconfig=str(lab_info.kubeconfig), namespace=ns, environ={}, **kw
     )
@@ -129,14 +132,14 @@ class TestDns:
 
     def test_headless_ready_endpoints_with_hostnames(self, lab_info: Any, app: str) -> None:
         with dns(lab_info, app) as d:
-            res = eventually(lambda: _check_len(d.discover("db", port="postgres"), 3))
+            res = eventually(lambda: _check_len(d.discover("db", port="postgres"), len(DB_READY)))
         assert res.kind is ServiceKind.HEADLESS
         assert {(ep.host, ep.hostname) for ep in res} == DB_READY
         assert {ep.port for ep in res} == {5433}  # the target port, from SRV
 
     def test_headless_addresses_without_port(self, lab_info: Any, app: str) -> None:
         with dns(lab_info, app) as d:
-            res = eventually(lambda: _check_len(d.discover("db"), 3))
+            res = eventually(lambda: _check_len(d.discover("db"), len(DB_READY)))
         assert {ep.host for ep in res} == {host for host, _ in DB_READY}
         assert res.kind is ServiceKind.HEADLESS
 
@@ -170,7 +173,7 @@ class TestDns:
         # asks again over TCP, and every endpoint comes back.
         with dns(lab_info, app) as d:
             res = eventually(lambda: _check_len(d.discover("big"), BIG_ENDPOINTS))
-        assert {ep.host for ep in res} == {f"198.51.100.{i}" for i in range(1, BIG_ENDPOINTS + 1)}
+        assert {ep.host for ep in res} == {big_address(i) for i in range(1, BIG_ENDPOINTS + 1)}
 
     def test_unknown_service(self, lab_info: Any, app: str) -> None:
         with dns(lab_info, app) as d, pytest.raises(kdisco.ServiceNotFound):
@@ -228,15 +231,29 @@ class TestApi:
         assert res.first().port == 80
         assert res.url() == f"http://{res.first().host}:80"  # appProtocol http
 
-    def test_headless_merges_slices_and_families(self, lab_info: Any, app: str) -> None:
+    def test_headless_merges_families(self, lab_info: Any, app: str) -> None:
+        # The controller's IPv4 and IPv6 slices: db-0 is in both, once per address.
         with api(lab_info, app) as a:
             res = a.discover("db", port="postgres")
         assert {(ep.host, ep.hostname) for ep in res} == DB_READY
-        assert len(res) == 3  # 192.0.2.12 sits in two slices, listed once
         by_host = {ep.host: ep for ep in res}
-        db0 = by_host["192.0.2.11"]
-        assert (db0.pod, db0.node, db0.zone, db0.port) == ("db-0", "node-1", "zone-a", 5433)
+        for host in ("192.0.2.11", "2001:db8::11"):
+            db0 = by_host[host]
+            # The zone is the Node's label; the port the Pod's named container port.
+            assert (db0.pod, db0.node, db0.zone, db0.port) == ("db-0", "node-1", "zone-a", 5433)
         v6 = by_host["2001:db8::13"]
+        assert (v6.pod, v6.node, v6.zone) == ("db-2", "node-3", "zone-c")
+
+    def test_headless_merges_hand_written_slices(self, lab_info: Any, app: str) -> None:
+        # "moving" has hand-written slices: shapes the controller does not make.
+        with api(lab_info, app) as a:
+            res = a.discover("moving", port="postgres")
+        assert {(ep.host, ep.hostname) for ep in res} == MOVING
+        assert len(res) == 3  # 192.0.2.82 sits in two slices, listed once
+        by_host = {ep.host: ep for ep in res}
+        m0 = by_host["192.0.2.81"]
+        assert (m0.pod, m0.node, m0.zone, m0.port) == ("m-0", "node-1", "zone-a", 5433)
+        v6 = by_host["2001:db8::83"]
         assert (v6.pod, v6.node) == (None, "node-3")  # no targetRef
 
     def test_include_not_ready(self, lab_info: Any, app: str) -> None:
@@ -417,6 +434,7 @@ class TestChain:
         ("lb", "https"),
         ("dual", "http"),
         ("db", "postgres"),
+        ("moving", "postgres"),
         ("big", "http"),
     ],
 )

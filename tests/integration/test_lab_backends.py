@@ -1,5 +1,6 @@
 """``backends=True`` against the real servers: a ClusterIP Service's pods from its
-EndpointSlices (kube-apiserver), and CoreDNS's records, which cannot tell them.
+EndpointSlices (made by the real EndpointSlice controller from Pods), and CoreDNS's
+records, which cannot tell them.
 
 Addresses are TEST-NET: resolved and compared, never connected to.
 """
@@ -7,6 +8,7 @@ Addresses are TEST-NET: resolved and compared, never connected to.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,25 +20,20 @@ from kdisco._http import default_balancer
 from kdisco.aio import AsyncDiscoverer
 from lab.objects import Cluster, endpoint, port
 
-from .conftest import eventually
+from .conftest import converged, eventually
 
 
 @pytest.fixture(scope="module")
-def pay(cluster: Cluster) -> str:
+def pay(cluster: Cluster, nodes: Any) -> Iterator[str]:
     ns = cluster.namespace("backends")
-    cluster.service(ns, "pay", ports=[port(80, "http", target=8080)])
-    cluster.endpoint_slice(
-        ns,
-        "pay",
-        "pay-a",
-        [
-            endpoint("192.0.2.31", pod="pay-0", node="node-1", zone="zone-a", namespace=ns),
-            endpoint("192.0.2.32", pod="pay-1", node="node-2", zone="zone-b", namespace=ns),
-            endpoint("192.0.2.33", ready=False, pod="pay-2", namespace=ns),
-        ],
-        ports=[port(8080, "http")],
-    )
-    return ns
+    cluster.service(ns, "pay", ports=[port(80, "http", target=8080)], selector={"app": "pay"})
+    for i, (node, ready) in enumerate([("node-1", True), ("node-2", True), ("node-3", False)]):
+        cluster.pod(
+            ns, f"pay-{i}", labels={"app": "pay"}, node=node, ip=f"192.0.2.3{i + 1}", ready=ready
+        )
+    converged(cluster, ns, "pay", ["192.0.2.31", "192.0.2.32", "192.0.2.33"])
+    yield ns
+    cluster.delete_namespace(ns)
 
 
 @pytest.mark.parametrize("watch", [False, True], ids=["direct", "watch-cache"])
@@ -74,14 +71,17 @@ def test_the_chain_skips_dns_for_backends(lab_info: Any, pay: str) -> None:
         eventually(lambda: d.discover("pay", port="http"))  # CoreDNS has the Service
         res = d.discover("pay", port="http", backends=True)
     assert res.source == "api"
-    (dns_attempt,) = res.attempts
+    # Past the warning that pod IPs work only inside the cluster (this test runs outside).
+    (dns_attempt,) = [a for a in res.attempts if a.outcome is not Outcome.WARNING]
     assert (dns_attempt.strategy, dns_attempt.outcome) == ("dns", Outcome.NOT_APPLICABLE)
     assert sorted(ep.host for ep in res) == ["192.0.2.31", "192.0.2.32"]
 
 
 def test_traffic_distribution_and_hints_reach_the_balancer(lab_info: Any, cluster: Cluster) -> None:
     # kube-apiserver 1.35 keeps trafficDistribution and both kinds of hints; the
-    # balancer then keeps a zone-a caller on what the hints give zone-a.
+    # balancer then keeps a zone-a caller on what the hints give zone-a. The slice is
+    # hand-written: the controller gives each endpoint its own zone (and node) only,
+    # never a second zone as 192.0.2.42 has here (test_controller_lab has its hints).
     ns = cluster.namespace("topology")
     cluster.service(ns, "near", headless=True, ports=[port(80, "http")])
     cluster.core.patch_namespaced_service(
@@ -111,16 +111,11 @@ def test_traffic_distribution_and_hints_reach_the_balancer(lab_info: Any, cluste
     assert {lb.pick(res).host for _ in range(40)} == {"192.0.2.41", "192.0.2.42"}
 
 
-def test_the_callers_zone_from_its_nodes_label(lab_info: Any, cluster: Cluster, creds: Any) -> None:
+def test_the_callers_zone_from_its_nodes_label(lab_info: Any, nodes: Any, creds: Any) -> None:
     # NODE_NAME (the downward API) names the node; the api strategy reads its zone
     # label when it may. A ServiceAccount without a ClusterRole for nodes may not.
-    name = "kdisco-lab-node-1"
-    body: Any = {"metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": "zone-a"}}}
-    try:
-        cluster.core.create_node(body)
-    except Exception as exc:  # already there from an earlier run on this lab
-        if "AlreadyExists" not in str(exc):
-            raise
+    name = "node-1"
+    assert nodes[name][2] == "zone-a"
     admin = kdisco.Discoverer(
         strategies=["api"],
         kubeconfig=str(lab_info.kubeconfig),

@@ -13,6 +13,7 @@ import os
 import queue
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,9 @@ import kdisco
 from kdisco import WatchCachePolicy
 from kdisco._k8s.client import KubeClient
 from kdisco._strategies.api import ApiStrategy
-from lab.objects import Cluster, endpoint, port
+from lab.objects import Cluster, port
 
-from .conftest import eventually
+from .conftest import converged, eventually, make_nodes
 from .conftest import private_lab as start_private_lab
 
 FAST = WatchCachePolicy(backoff_initial=0.05, backoff_max=0.5)
@@ -67,19 +68,19 @@ class Counted:
 
 
 def discoverer(counted: Counted, ns: str) -> kdisco.Discoverer:
-    return kdisco.Discoverer(strategies=[counted.strategy], namespace=ns, environ={})
+    # The cluster's view: these tests count the requests the watch cache saves.
+    return kdisco.Discoverer(
+        strategies=[counted.strategy], namespace=ns, environ={}, reach="cluster"
+    )
 
 
 def headless(cluster: Cluster, prefix: str, name: str = "db", n: int = 2) -> str:
+    """A namespace with a headless Service whose slice the EndpointSlice controller
+    made from ``n`` Pods (192.0.2.1, ...), returned once it holds them all."""
+    make_nodes(cluster)
     ns = cluster.namespace(prefix)
-    cluster.service(ns, name, headless=True, ports=[port(5432, "pg")])
-    cluster.endpoint_slice(
-        ns,
-        name,
-        f"{name}-a",
-        [endpoint(f"192.0.2.{i}", hostname=f"{name}-{i}") for i in range(1, n + 1)],
-        ports=[port(5432, "pg")],
-    )
+    cluster.service(ns, name, headless=True, ports=[port(5432, "pg")], selector={"app": name})
+    replace(cluster, ns, [f"192.0.2.{i}" for i in range(1, n + 1)], name)
     return ns
 
 
@@ -87,8 +88,27 @@ def hosts(res: kdisco.Resolution) -> set[str]:
     return {ep.host for ep in res}
 
 
-def replace(cluster: Cluster, ns: str, addresses: list[str], name: str = "db-a") -> None:
-    cluster.replace_endpoints(ns, name, [endpoint(a) for a in addresses])
+def replace(cluster: Cluster, ns: str, addresses: list[str], name: str = "db") -> None:
+    """Make ``addresses`` the Service's Pods: the new Pods are started (Ready) before
+    the others are deleted, so the slice never goes through an empty set."""
+    pods = {f"{name}-{a.rsplit('.', 1)[1]}": a for a in addresses}
+    existing = {p["metadata"]["name"] for p in cluster.pods(ns, f"app={name}")}
+    for pod, address in pods.items():
+        if pod not in existing:
+            cluster.pod(ns, pod, labels={"app": name}, node="node-1", ip=address)
+    for pod in existing - set(pods):
+        cluster.delete_pod(ns, pod)
+    converged(cluster, ns, name, addresses)
+
+
+def until(got: queue.Queue[kdisco.Resolution], expected: set[str]) -> None:
+    """Take watch answers until one shows ``expected`` (the controller may show the
+    way there too: the new Pods before the old ones are gone)."""
+    deadline = time.monotonic() + LIMIT
+    seen = []
+    while hosts(res := got.get(timeout=max(0.01, deadline - time.monotonic()))) != expected:
+        seen.append(hosts(res))
+        assert time.monotonic() < deadline, seen
 
 
 def seen_by(d: kdisco.Discoverer, expected: set[str]) -> Callable[[], None]:
@@ -110,7 +130,7 @@ def test_slice_updates_reach_discover_and_watch(lab_info: Any, cluster: Cluster)
             assert hosts(got.get(timeout=LIMIT)) == {"192.0.2.1", "192.0.2.2"}
             for i in range(3, 6):
                 replace(cluster, ns, [f"192.0.2.{i}"])
-                assert hosts(got.get(timeout=LIMIT)) == {f"192.0.2.{i}"}
+                until(got, {f"192.0.2.{i}"})
                 eventually(seen_by(d, {f"192.0.2.{i}"}))
             assert counted.direct() == []
     finally:
@@ -118,11 +138,16 @@ def test_slice_updates_reach_discover_and_watch(lab_info: Any, cluster: Cluster)
 
 
 def test_repeated_discovers_send_no_requests(lab_info: Any, cluster: Cluster) -> None:
+    make_nodes(cluster)
     ns = cluster.namespace("load")
     names = [f"svc-{i}" for i in range(10)]
+    for name in names:  # ten Services of one Pod
+        cluster.service(
+            ns, name, headless=True, ports=[port(80, "http")], selector={"tier": "load"}
+        )
+    cluster.pod(ns, "load-0", labels={"tier": "load"}, node="node-1", ip="192.0.2.1")
     for name in names:
-        cluster.service(ns, name, headless=True, ports=[port(80, "http")])
-        cluster.endpoint_slice(ns, name, f"{name}-a", [endpoint("192.0.2.1")], ports=[])
+        converged(cluster, ns, name, ["192.0.2.1"])
     counted = Counted(str(lab_info.kubeconfig))
     try:
         with discoverer(counted, ns) as d:
@@ -226,7 +251,7 @@ def test_apiserver_restart_recovers(private_lab: Any, private_cluster: Cluster) 
         assert hosts(got.get(timeout=LIMIT)) == {"192.0.2.1", "192.0.2.2"}
         watches = counted.watches()
         private_lab.restart_apiserver()
-        replace(cluster, ns, ["192.0.2.7"])
-        assert hosts(got.get(timeout=LIMIT)) == {"192.0.2.7"}
+        replace(cluster, ns, ["192.0.2.7"])  # the controller's watches come back too
+        until(got, {"192.0.2.7"})
         eventually(seen_by(d, {"192.0.2.7"}))
         assert counted.watches() > watches  # the watches were re-opened
