@@ -668,8 +668,9 @@ with `labelSelector=kubernetes.io/service-name=<name>` and `limit={SLICE_PAGE}`,
 API) bound to a Role that allows only `get services` (`{SA_SERVICES_ONLY}`) or nothing
 (`{SA_NOTHING}`); the 401 from an invalid bearer token.
 
-The lab has no controller-manager: EndpointSlices are written by the script (managed-by
-`kdisco-lab`), shaped like the controller's. Addresses are data only.
+EndpointSlices are written by the script (managed-by `kdisco-lab`; the Services have no
+selector, so the lab's EndpointSlice controller leaves them alone), shaped like the
+controller's. Addresses are data only.
 
 Made stable before writing (nothing else is changed, only re-indented): the random
 namespace is replaced by `{NAMESPACE}` (also inside messages, usernames and
