@@ -265,7 +265,7 @@ class Resolution:
         source: The name of the strategy that answered (``"dns"``, ``"env"``,
             ``"api"``, ``"static"``, a plugin's or a fake's).
         ports: The ports the Service declares, where the source knows them (DNS
-            knows only the port asked for by name). Default: none.
+            knows at most the port asked for by name). Default: none.
         port: The declared port chosen: the one asked for, else the first declared;
             None when the source does not know it. Default None.
         external_name: For an ExternalName Service, the DNS name it aliases. Default

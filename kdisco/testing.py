@@ -177,7 +177,8 @@ def override(
         block.
 
     Raises:
-        kdisco.ConfigurationError: ``namespace`` or ``timeout`` is malformed.
+        kdisco.ConfigurationError: ``namespace`` or ``timeout`` is malformed, or
+            ``resolver`` is not a strategy.
 
     Example:
         >>> import kdisco
