@@ -180,6 +180,8 @@ def answered(result: Resolution | Miss) -> Resolution:
     assert isinstance(result, Resolution), result
     assert result.reach == "external"
     assert result.source == "api"
+    # Read directly, with no watch to say when it changes: kept for a while.
+    assert result.ttl == routes.EXTERNAL_TTL
     return result
 
 

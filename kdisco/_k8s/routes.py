@@ -44,6 +44,11 @@ _ADDRESS_TYPES = ("ExternalIP", "InternalIP")
 NODE_PAGE = 50
 #: Nodes read one by one for ``externalTrafficPolicy: Local`` (those running a pod).
 LOCAL_NODES = 16
+#: How long an external answer is kept (seconds). It is read directly, with no watch
+#: to say when it changes; load balancer addresses, Ingresses and node addresses
+#: change rarely, and an HTTP client sending through ``reach="external"`` must not
+#: cost two or three API requests per request.
+EXTERNAL_TTL = 10.0
 
 
 def ingresses_path(namespace: str) -> str:
@@ -262,6 +267,7 @@ def answer(
         source="api",
         traffic_distribution=info.traffic_distribution,
         reach="external",
+        ttl=EXTERNAL_TTL,
     )
 
 
