@@ -417,11 +417,16 @@ def test_merge_slices_with_a_chosen_port() -> None:
     same_endpoints(merged, [expected(ep, METRICS_TARGET) for ep in (*KAFKA_ALL, EXPORTER)])
 
 
-def test_slice_without_ports_gives_an_unknown_port() -> None:
+def test_a_slice_without_ports_serves_none_of_the_service_ports() -> None:
     # Recorded: the apiserver returns "ports": null for a slice created without ports.
+    # discovery/v1: no ports means no ports (the EndpointSlice controller puts there
+    # the Pods that lack a named targetPort; kube-proxy and CoreDNS leave them out).
     assert slice_items(PORTLESS)[0]["ports"] is None
-    res = answer(resolve(PORTLESS, "http"))
-    assert res.endpoints == (expected(PORTLESS_EP, None),)
+    result = miss(resolve(PORTLESS, "http"))
+    assert result.outcome is Outcome.NO_READY_ENDPOINTS
+    assert "1 endpoints in 1 EndpointSlices, none serving http=" in result.reason
+    # Merged for a Service that declares no ports, they are endpoints of unknown port.
+    assert merge_slices(slice_items(PORTLESS), None) == (expected(PORTLESS_EP, None),)
 
 
 def test_publish_not_ready_addresses_returns_not_ready_endpoints() -> None:

@@ -320,9 +320,17 @@ class SliceInfo:
         )
 
     def port_for(self, wanted_name: str | None) -> tuple[bool, int | None]:
-        """(whether the slice serves the wanted port, its target port if known)."""
-        if wanted_name is None or not self.ports:
+        """(whether the slice serves the wanted port, its target port if known).
+
+        A slice with no ports serves none of a Service's ports (discovery/v1: empty
+        ``ports`` means no ports): the controller puts there the Pods that lack the
+        named ``targetPort``, and neither kube-proxy nor CoreDNS sends them traffic.
+        It serves only a Service that declares no ports (``wanted_name`` None).
+        """
+        if wanted_name is None:
             return True, None
+        if not self.ports:
+            return False, None
         for pname, number in self.ports:
             if pname == wanted_name:
                 return True, number
@@ -375,7 +383,7 @@ def resolve_steps(
         if since >= MERGE_STEP:
             since = 0
             yield
-    return answer_from_merged(query, info, merge.endpoints(), len(slices))
+    return answer_from_merged(query, info, merge.endpoints(), len(slices), merge.unserved)
 
 
 def finish(steps: Generator[None, None, _T]) -> _T:
@@ -446,10 +454,15 @@ def chosen_port(query: Query, info: ServiceInfo) -> ServicePort | None:
 
 
 def answer_from_merged(
-    query: Query, info: ServiceInfo, everything: tuple[Endpoint, ...], slice_count: int
+    query: Query,
+    info: ServiceInfo,
+    everything: tuple[Endpoint, ...],
+    slice_count: int,
+    unserved: int = 0,
 ) -> Resolution | Miss:
     """A headless Service's answer (or a ClusterIP Service's pods) from its slices,
-    merged (``SliceMerge``), when ``answer_without_slices`` gave None."""
+    merged (``SliceMerge``), when ``answer_without_slices`` gave None. ``unserved``:
+    endpoints left out because their slice does not serve the port."""
     service = query.service
     headless = not info.cluster_ips or info.cluster_ips == ("None",)
     what = "headless Service" if headless else "Service (its pods)"
@@ -459,9 +472,12 @@ def answer_from_merged(
     else:
         endpoints = tuple(ep for ep in everything if ep.ready)
     if not endpoints:
+        label = chosen.label if chosen else "its port"
         detail = (
             f"{len(everything)} endpoints in {slice_count} EndpointSlices, none ready"
             if everything
+            else f"{unserved} endpoints in {slice_count} EndpointSlices, none serving {label}"
+            if unserved
             else f"{slice_count} EndpointSlices with no endpoints"
             if slice_count
             else "no EndpointSlices"
@@ -490,10 +506,11 @@ def merge_slices(slices: Iterable[SliceInfo], chosen: ServicePort | None) -> tup
     """All endpoints of all slices (IPv4 and IPv6), de-duplicated, in a stable order.
 
     The same endpoint can sit in two slices while the controller moves it; the copy
-    that is ready wins, so a move never hides a ready endpoint. A slice that lists
-    ports but not the chosen one does not serve it (kube-proxy would not route that
-    port to its endpoints), so its endpoints are left out; a slice without ports, or
-    with the port's number unset, gives endpoints whose port is unknown (None).
+    that is ready wins, so a move never hides a ready endpoint. A slice that does not
+    list the chosen port does not serve it (kube-proxy would not route that port to
+    its endpoints), so its endpoints are left out, and so are a slice's without ports
+    (the controller's place for Pods lacking a named targetPort); a slice listing the
+    port with its number unset gives endpoints whose port is unknown (None).
     """
     merge = SliceMerge(chosen)
     for sl in merge_order(slices):
@@ -511,17 +528,20 @@ class SliceMerge:
     """``merge_slices`` one slice at a time (in ``merge_order``), so that an asyncio
     caller can let the event loop run between slices of a big Service."""
 
-    __slots__ = ("_merged", "_wanted_name")
+    __slots__ = ("_merged", "_wanted_name", "unserved")
 
     def __init__(self, chosen: ServicePort | None) -> None:
         self._wanted_name = (chosen.name or "") if chosen else None
         self._merged: dict[tuple[str, int | None], Endpoint] = {}
+        #: Endpoints left out because their slice does not serve the port.
+        self.unserved = 0
 
     def add(self, sl: SliceInfo) -> None:
         if sl.address_type == "FQDN":
             return  # deprecated, and never written by the controller
         serves, port = sl.port_for(self._wanted_name)
         if not serves:
+            self.unserved += len(sl)
             return
         merged = self._merged
         for ep in sl.endpoints(port):

@@ -339,11 +339,6 @@ def test_prefer_same_zone_hints_each_endpoint_its_own_zone(
 # -- named target ports ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the api strategy answers a port-less slice's endpoint with port None for a "
-    "named port (CoreDNS leaves it out); reported to the kdisco maintainers",
-)
 def test_a_pod_without_the_named_target_port_is_not_an_endpoint_of_it(
     lab_info: Any, cluster: Cluster, ns: str
 ) -> None:
