@@ -150,8 +150,13 @@ def turns(strategies: Sequence[Strategy], reach: str) -> tuple[Turn, ...]:
         elif reach == "external":
             out.append(Turn(s, "external", "skip"))
     if reach == "auto":
+        asked = {id(t.strategy) for t in out}
         out.extend(
-            Turn(s, "cluster", "cluster") for s in strategies if "cluster" in (views(s) or ())
+            Turn(s, "cluster", "cluster")
+            for s in strategies
+            if "cluster" in (views(s) or ())
+            # One that cannot apply here says so once, not once per view.
+            and not (id(s) in asked and not_applicable(s) is not None)
         )
     return tuple(out)
 

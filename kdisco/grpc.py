@@ -17,6 +17,7 @@ a headless Service's answer is its pods already. See docs/grpc.md.
 from __future__ import annotations
 
 import collections.abc as _abc
+import socket as _socket
 import threading as _threading
 import typing as _typing
 
@@ -94,7 +95,9 @@ def target_for(res: _Resolution) -> str:
     Returns:
         str: ``"ipv4:10.0.0.1:50051,10.0.0.2:50051"``, or
         ``"ipv6:[2001:db8::1]:50051,..."``; ``"dns:///name:port"`` for an
-        ExternalName Service whose name is outside the cluster.
+        ExternalName Service whose name is outside the cluster, or an answer of
+        host names only (``reach="external"``: a load balancer's hostname, an
+        Ingress's host; when addresses come with them, the addresses are used).
 
     Raises:
         PortNotFound: An endpoint has no port (cluster DNS asked without a port
@@ -118,12 +121,26 @@ def target_for(res: _Resolution) -> str:
                 service=res.service,
                 attempts=res.attempts,
             )
-    if res.external_name is not None:
-        return f"dns:///{usable[0].host}:{usable[0].port}"
-    v4 = [ep for ep in usable if not ep.is_ipv6]
+    addresses = [ep for ep in usable if _is_ip(ep.host)]
+    if res.external_name is not None or not addresses:
+        # A host name (an ExternalName, a load balancer's hostname, an Ingress's host
+        # with reach="external"): grpcio resolves it itself.
+        named = next(ep for ep in usable if not _is_ip(ep.host))
+        return f"dns:///{named.host}:{named.port}"
+    v4 = [ep for ep in addresses if not ep.is_ipv6]
     if v4:
         return "ipv4:" + ",".join(f"{ep.host}:{ep.port}" for ep in v4)
-    return "ipv6:" + ",".join(f"[{ep.host}]:{ep.port}" for ep in usable)
+    return "ipv6:" + ",".join(f"[{ep.host}]:{ep.port}" for ep in addresses)
+
+
+def _is_ip(host: str) -> bool:
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            _socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 class ServiceChannel(_grpc.Channel):

@@ -74,7 +74,7 @@ class FakeResolver(_static.StaticStrategy):
     ) -> _static.StaticStrategy:
         """A fake loaded from the ``[services]`` table of a TOML file.
 
-        The table has the form of ``KDISCO_STATIC`` files (see the README).
+        The table has the form of ``KDISCO_STATIC`` files (see docs/local-development.md).
 
         Args:
             path: The TOML file.

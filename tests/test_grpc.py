@@ -80,6 +80,27 @@ def test_target_lists_every_ready_endpoint() -> None:
         kdisco.grpc.target("noport", discoverer=d)
 
 
+def test_a_target_of_host_names_lets_grpcio_resolve_them() -> None:
+    # reach="external" answers with a load balancer's hostname, or an Ingress's host.
+    fake = FakeResolver(
+        {
+            "lb": [
+                kdisco.Endpoint(host="lb.example.test", port=443),
+                kdisco.Endpoint(host="203.0.113.7", port=443),
+            ],
+            "named": [kdisco.Endpoint(host="lb.example.test", port=443)],
+            "route": [
+                kdisco.Endpoint(host="shop.example.test", port=443, scheme="https", path="/")
+            ],
+        }
+    )
+    d = discoverer(fake)
+    # Addresses, when there are any, are listed (grpcio takes no mix of the two).
+    assert kdisco.grpc.target("lb", discoverer=d) == "ipv4:203.0.113.7:443"
+    assert kdisco.grpc.target("named", discoverer=d) == "dns:///lb.example.test:443"
+    assert kdisco.grpc.target("route", discoverer=d) == "dns:///shop.example.test:443"
+
+
 def test_calls_spread_over_the_pods(grpc_pods: list[GrpcPod]) -> None:
     d = discoverer(FakeResolver({"pay": [p.address for p in grpc_pods]}))
     target = kdisco.grpc.target("pay", discoverer=d)

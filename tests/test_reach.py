@@ -449,6 +449,17 @@ def test_turns_follow_the_reach() -> None:
     }
 
 
+def test_a_strategy_that_cannot_apply_is_in_the_auto_order_once() -> None:
+    api = Viewed("api", views=("cluster", "external"))
+    api.not_applicable = "no credentials"  # type: ignore[attr-defined]
+    dns = Viewed("dns", views=("cluster",))
+    chain: list[Strategy] = [dns, api]
+    assert [(t.strategy.name, t.reach) for t in turns(chain, "auto")] == [
+        ("api", "external"),
+        ("dns", "cluster"),
+    ]
+
+
 @pytest.fixture(params=["sync", "async"])
 def drive(request: pytest.FixtureRequest) -> Any:
     def go(chain: list[Strategy], q: Query, *, outside: bool) -> Resolution:

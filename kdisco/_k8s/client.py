@@ -220,6 +220,14 @@ class _HTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 
+#: Idle connections kept to the API server. The watch cache holds two connections per
+#: namespace open while direct reads run beside them; with urllib3's default of one,
+#: every connection past the first was closed after its request (a new TLS handshake
+#: next time, and a "Connection pool is full" warning). A kubeconfig's pool is sized
+#: by the kubernetes package (its ``connection_pool_maxsize``).
+POOL_SIZE = 8
+
+
 def _with_cutoffs(pool: urllib3.PoolManager) -> urllib3.PoolManager:
     pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
     return pool
@@ -328,7 +336,7 @@ class KubeClient:
     @classmethod
     def for_url(cls, url: str) -> KubeClient:
         """An unauthenticated client for ``url`` (a test server on 127.0.0.1)."""
-        return cls(url, urllib3.PoolManager(retries=False), describe=url)
+        return cls(url, urllib3.PoolManager(retries=False, maxsize=POOL_SIZE), describe=url)
 
     @classmethod
     def in_cluster(cls, serviceaccount_dir: Path, environ: Mapping[str, str]) -> KubeClient:
@@ -348,7 +356,9 @@ class KubeClient:
 
         # kdisco retries with its own backoff inside the caller's deadline; urllib3's
         # own retries would spend that deadline invisibly.
-        pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(ca), retries=False)
+        pool = urllib3.PoolManager(
+            cert_reqs="CERT_REQUIRED", ca_certs=str(ca), retries=False, maxsize=POOL_SIZE
+        )
         return cls(
             f"https://{host}:{port}",
             pool,

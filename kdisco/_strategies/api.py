@@ -493,7 +493,7 @@ def _explained_denial() -> Iterator[None]:
         raise AccessDenied(
             f"{exc.message}; reach='external' reads the Service's Ingresses and its "
             "nodes (a ClusterRole: get/list on nodes) to find a way in from outside the "
-            "cluster (see the README's RBAC section), or ask with reach='cluster'",
+            "cluster (see 'Permissions' in the README), or ask with reach='cluster'",
             verb=exc.verb,
             resource=exc.resource,
             namespace=exc.namespace,

@@ -170,7 +170,7 @@ class StaticStrategy:
 
     @classmethod
     def from_file(cls, path: str | PathLike[str], *, name: str = "static") -> StaticStrategy:
-        """Load ``[services]`` from a TOML file (see the README for the format)."""
+        """Load ``[services]`` from a TOML file (the format: docs/local-development.md)."""
         import tomllib  # only static-file users pay for the TOML parser
 
         try:

@@ -227,7 +227,7 @@ def test_without_rbac_for_ingresses_and_nodes_the_denial_names_them(
     denied = caught.value
     assert (denied.verb, denied.resource) == ("list", "ingresses.networking.k8s.io")
     assert "reach='external'" in denied.message
-    assert "RBAC" in denied.message
+    assert "Permissions" in denied.message
 
     with in_pod(wide) as d:
         with pytest.raises(AccessDenied) as caught:
