@@ -50,7 +50,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    session.install("-e", ".", "sphinx>=7", "myst-parser>=3")
+    # The extras too: the reference documents kdisco.httpx, kdisco.requests and kdisco.grpc.
+    session.install("-e", ".[httpx,requests,grpc]", "sphinx>=7", "myst-parser>=3")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 
