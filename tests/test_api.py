@@ -1065,8 +1065,8 @@ def test_close_closes_pooled_connections_even_while_a_pool_is_referenced() -> No
         response.data  # noqa: B018 - read the body so the connection goes back to the pool
         response.release_conn()
         kept = response._pool  # what a kept ReadTimeoutError holds on to
-        (conn,) = list(kept.pool.queue) if kept.pool else [None]
-        assert conn is not None
+        # The queue holds a slot per pooled connection: None for the unused ones.
+        (conn,) = [c for c in (kept.pool.queue if kept.pool else []) if c is not None]
         assert conn.sock is not None  # an idle keep-alive connection, open
         client.close()
         assert kept.pool is None
