@@ -84,7 +84,8 @@ def render(sections: list[Section], command: str, seconds: float) -> str:
         "# Performance",
         "",
         "Written by `python -m bench` (the `bench/` package; `nox -s bench` runs it) from one "
-        "run against the lab (real kube-apiserver, etcd and CoreDNS on 127.0.0.1). Every "
+        "run against the lab (real kube-apiserver, etcd, kube-controller-manager and CoreDNS "
+        "on 127.0.0.1). Every "
         "figure is a side-by-side comparison measured in that run. Numbers from one machine "
         "say more as ratios than as absolutes. kdisco's figures are for the cluster view "
         "(`KDISCO_REACH=cluster`, what a pod gets). Do not edit by hand: run the benchmarks "
