@@ -6,7 +6,8 @@ A URL's host is a Service when it has one of the forms kdisco accepts for a name
 ``payments.billing.svc.<cluster-domain>``) or the SRV form of a named port,
 ``_http._tcp.payments.billing`` (URL parsers accept no port name after the colon,
 so this is how a URL names a port). IP addresses, ``localhost`` and other names
-pass through untouched, and so does a name the cluster does not know.
+pass through untouched, and so does a name every strategy says is no Service (a
+lookup that fails otherwise raises).
 
 Which port: the URL's port number if it has one; else the port named after the
 scheme (``http``/``https``), else the Service's only port.

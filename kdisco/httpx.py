@@ -157,9 +157,10 @@ class Transport(_Common, _httpx.BaseTransport):
       failing. The request stays in flight until its response body is read or
       closed, and a body cut short counts as the endpoint's failure.
 
-    Other hosts (IP addresses, ``localhost``, ``api.example.com``, a two-label name
-    the cluster does not know, remembered as such for 30 s) go to ``transport`` as
-    they are. ``response.request.url`` and the ``Host`` header the caller set are
+    Other hosts (IP addresses, ``localhost``, ``api.example.com``, and a two-label
+    name every strategy says is no Service, remembered as such for 30 s) go to
+    ``transport`` as they are; a two-label name whose lookup fails otherwise
+    (``AccessDenied``, ``DiscoveryUnavailable``) raises that error. ``response.request.url`` and the ``Host`` header the caller set are
     restored: what the caller sees names the Service.
 
     Args:
