@@ -160,8 +160,9 @@ class Transport(_Common, _httpx.BaseTransport):
     Other hosts (IP addresses, ``localhost``, ``api.example.com``, and a two-label
     name every strategy says is no Service, remembered as such for 30 s) go to
     ``transport`` as they are; a two-label name whose lookup fails otherwise
-    (``AccessDenied``, ``DiscoveryUnavailable``) raises that error. ``response.request.url`` and the ``Host`` header the caller set are
-    restored: what the caller sees names the Service.
+    (``AccessDenied``, ``DiscoveryUnavailable``) raises that error.
+    ``response.request.url`` and the ``Host`` header the caller set are restored:
+    what the caller sees names the Service.
 
     Args:
         discoverer: Where answers come from. Default None: the one
