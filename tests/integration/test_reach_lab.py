@@ -115,15 +115,17 @@ def test_local_traffic_policy_answers_with_the_nodes_running_its_pods(
     lab_info: Any, cluster: Cluster, outside: str
 ) -> None:
     declared = node_port(cluster, outside, "local")
-
-    def nodes() -> list[tuple[str | None, str]]:
-        with outside_discoverer(lab_info) as d:
-            res = d.discover(f"local.{outside}", reach="external")
-        return [(ep.node, ep.address) for ep in res]
-
     # The EndpointSlice controller has to place the pod's endpoint first.
-    found = eventually(lambda: _is(nodes(), [(N2, f"{N2_INTERNAL}:{declared}")]))
+    found = eventually(
+        lambda: _is(_local_nodes(lab_info, outside), [(N2, f"{N2_INTERNAL}:{declared}")])
+    )
     assert found == [(N2, f"{N2_INTERNAL}:{declared}")]
+
+
+def _local_nodes(lab_info: Any, ns: str) -> list[tuple[str | None, str]]:
+    with outside_discoverer(lab_info) as d:
+        res = d.discover(f"local.{ns}", reach="external")
+    return [(ep.node, ep.address) for ep in res]
 
 
 def _is(got: Any, want: Any) -> Any:
@@ -178,20 +180,27 @@ def test_reach_cluster_outside_a_cluster_warns(lab_info: Any, outside: str) -> N
     assert [a.outcome for a in res.attempts] == [Outcome.WARNING]
 
 
-def test_the_async_api_gives_the_same_external_answers(lab_info: Any, outside: str) -> None:
+def test_the_async_api_gives_the_same_external_answers(
+    lab_info: Any, cluster: Cluster, outside: str
+) -> None:
+    # The Local Service's slice is the controller's: wait for it first.
+    declared = node_port(cluster, outside, "local")
+    eventually(lambda: _is(_local_nodes(lab_info, outside), [(N2, f"{N2_INTERNAL}:{declared}")]))
+
     async def both() -> list[kdisco.Resolution]:
         async with AsyncDiscoverer(
             strategies=["api"], kubeconfig=str(lab_info.kubeconfig), environ={}
         ) as d:
             return [
-                await d.discover(f"lb.{outside}", reach="external"),
-                await d.discover(f"web.{outside}", port="http", reach="external"),
+                await d.discover(f"{name}.{outside}", reach="external")
+                for name in ("lb", "web", "np", "local")
             ]
 
-    lb, web = asyncio.run(both())
+    found = asyncio.run(both())
     with outside_discoverer(lab_info) as d:
-        assert lb == d.discover(f"lb.{outside}", reach="external")
-        assert web == d.discover(f"web.{outside}", port="http", reach="external")
+        for got, name in zip(found, ("lb", "web", "np", "local"), strict=True):
+            # Nodes listed (np) and read one by one (local) through aiohttp too.
+            assert got == d.discover(f"{name}.{outside}", reach="external"), name
 
 
 def test_without_rbac_for_ingresses_and_nodes_the_denial_names_them(
