@@ -74,10 +74,8 @@ def wait_for_slices(cluster: Cluster, service: str, endpoints: int) -> None:
     ``service`` (it works from the Pods, a moment after they are written)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        page = cluster.discovery.list_namespaced_endpoint_slice(
-            NAMESPACE, label_selector=f"kubernetes.io/service-name={service}"
-        )
-        if sum(len(sl.endpoints or []) for sl in page.items) >= endpoints:
+        slices = cluster.slices(NAMESPACE, service)
+        if sum(len(sl.get("endpoints") or []) for sl in slices) >= endpoints:
             return
         time.sleep(0.2)
     raise RuntimeError(f"no EndpointSlices with {endpoints} endpoints for {service} in 30 s")

@@ -27,7 +27,7 @@ import attrs
 from ._balancer import Balancer, Pick
 from ._deadline import Clock, Deadline
 from ._exceptions import ConfigurationError, InvalidServiceName, PortNotFound, ServiceNotFound
-from ._models import Endpoint, Resolution
+from ._models import SCHEME_PORTS, Endpoint, Resolution
 from ._names import parse_query
 from ._settings import Settings
 
@@ -274,10 +274,6 @@ def port_of(ep: Endpoint, target: Target) -> int:
     return ep.port
 
 
-#: The port a URL of each scheme means when it names none.
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
 @attrs.frozen
 class Route:
     """Where a request goes when the endpoint picked is a URL (an Ingress route, which
@@ -295,8 +291,8 @@ def route_of(ep: Endpoint, path: str) -> Route | None:
     """The ``Route`` for ``ep`` and a request path, or None when ``ep`` is an address."""
     if ep.scheme is None:
         return None
-    port = None if ep.port == _DEFAULT_PORTS.get(ep.scheme) else ep.port
-    host = f"[{ep.host}]" if ":" in ep.host else ep.host
+    port = None if ep.port == SCHEME_PORTS.get(ep.scheme) else ep.port
+    host = f"[{ep.host}]" if ep.is_ipv6 else ep.host
     prefix = (ep.path or "").rstrip("/")
     return Route(
         scheme=ep.scheme,

@@ -26,10 +26,8 @@ Clock = Callable[[], float]
 #: Port names and appProtocols that are URI schemes in their own right, so that
 #: ``Resolution.url()`` can default the scheme without guessing from arbitrary names.
 _SCHEME_NAMES = frozenset({"http", "https", "grpc", "grpcs", "h2c", "ws", "wss"})
-#: Schemes whose URLs may leave the port out.
-_DEFAULT_PORTS = frozenset({"http", "https", "ws", "wss"})
-#: The port each scheme's URL means when it names none.
-_ROUTE_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+#: Schemes whose URLs may leave the port out, and the port such a URL then means.
+SCHEME_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 class ServiceKind(enum.Enum):
@@ -430,7 +428,7 @@ class Resolution:
                     if candidate and candidate.lower() in _SCHEME_NAMES:
                         scheme = candidate.lower()
                         break
-        if ep.port is None and scheme.lower() not in _DEFAULT_PORTS:
+        if ep.port is None and scheme.lower() not in SCHEME_PORTS:
             raise PortNotFound(
                 f"{self.service}: no port is known, so no URL can be made; ask for one "
                 f"(port='http' or a number) or give a scheme with a default port "
@@ -442,7 +440,7 @@ class Resolution:
             return f"{scheme}://{ep.address}"
         # A route: the port is the scheme's default unless it says otherwise.
         host = f"[{ep.host}]" if ep.is_ipv6 else ep.host
-        if ep.port is not None and ep.port != _ROUTE_PORTS.get(scheme.lower()):
+        if ep.port is not None and ep.port != SCHEME_PORTS.get(scheme.lower()):
             host = f"{host}:{ep.port}"
         path = (ep.path or "").rstrip("/")
         return f"{scheme}://{host}{path}"

@@ -164,6 +164,18 @@ class ServiceInfo:
     external_ips: tuple[str, ...] = ()
     external_traffic_policy: str = "Cluster"
 
+    @property
+    def headless(self) -> bool:
+        """No ClusterIP (``clusterIP: None``): its answer is its endpoints."""
+        return not self.cluster_ips or self.cluster_ips == ("None",)
+
+    @property
+    def kind(self) -> ServiceKind:
+        """What kind of Service it is, as an answer reports it."""
+        if self.type != "ExternalName" and self.headless:
+            return ServiceKind.HEADLESS
+        return KINDS.get(self.type, ServiceKind.UNKNOWN)
+
     @classmethod
     def from_json(cls, svc: Json) -> ServiceInfo:
         """Raises ``MalformedObject`` naming the first field that is not as the API
@@ -171,9 +183,9 @@ class ServiceInfo:
         given: object = svc  # JSON from a server: checked, whatever the annotation says
         if not isinstance(given, dict):
             raise bad_field("Service", given, "an object")
-        where = f"Service {object_name(svc)!r}"
-        spec = get_object(svc, "spec", where)
-        where += ".spec"
+        service = f"Service {object_name(svc)!r}"
+        spec = get_object(svc, "spec", service)
+        where = f"{service}.spec"
         ips = get_list(spec, "clusterIPs", where)
         if not ips:
             single = get_str(spec, "clusterIP", where)
@@ -191,8 +203,8 @@ class ServiceInfo:
             _ip(ip, f"{where}.externalIPs[{i}]")
             for i, ip in enumerate(get_list(spec, "externalIPs", where))
         )
-        status = get_object(svc, "status", f"Service {object_name(svc)!r}")
-        lb = get_object(status, "loadBalancer", f"Service {object_name(svc)!r}.status")
+        status = get_object(svc, "status", service)
+        lb = get_object(status, "loadBalancer", f"{service}.status")
         return cls(
             type=kind,
             ports=service_ports(spec, where),
@@ -200,9 +212,7 @@ class ServiceInfo:
             external_name=external,
             publish_not_ready=bool(_bool(spec, "publishNotReadyAddresses", where)),
             traffic_distribution=get_str(spec, "trafficDistribution", where) or None,
-            load_balancer=load_balancer_addresses(
-                lb, f"Service {object_name(svc)!r}.status.loadBalancer"
-            ),
+            load_balancer=load_balancer_addresses(lb, f"{service}.status.loadBalancer"),
             external_ips=external_ips,
             external_traffic_policy=get_str(spec, "externalTrafficPolicy", where) or "Cluster",
         )
@@ -433,10 +443,10 @@ def answer_without_slices(query: Query, info: ServiceInfo) -> Resolution | Miss 
     if not ok:
         return no_port(query, ports)
 
-    if info.cluster_ips and info.cluster_ips != ("None",) and not query.backends:
+    if not info.headless and not query.backends:
         return Resolution(
             service=service,
-            kind=KINDS.get(info.type, ServiceKind.UNKNOWN),
+            kind=info.kind,
             endpoints=tuple(
                 Endpoint(host=ip, port=chosen.port if chosen else None) for ip in info.cluster_ips
             ),
@@ -464,8 +474,7 @@ def answer_from_merged(
     merged (``SliceMerge``), when ``answer_without_slices`` gave None. ``unserved``:
     endpoints left out because their slice does not serve the port."""
     service = query.service
-    headless = not info.cluster_ips or info.cluster_ips == ("None",)
-    what = "headless Service" if headless else "Service (its pods)"
+    what = "headless Service" if info.headless else "Service (its pods)"
     chosen = chosen_port(query, info)
     if query.include_not_ready or info.publish_not_ready:
         endpoints = everything
@@ -485,7 +494,7 @@ def answer_from_merged(
         return Miss(Outcome.NO_READY_ENDPOINTS, f"{what} {service}: {detail}")
     return Resolution(
         service=service,
-        kind=ServiceKind.HEADLESS if headless else KINDS.get(info.type, ServiceKind.UNKNOWN),
+        kind=info.kind,
         endpoints=endpoints,
         ports=info.ports,
         port=chosen,

@@ -12,18 +12,18 @@ protocol), then an Ingress (HTTP only, but by name and with TLS), then node port
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 
 from kdisco._attempts import Outcome
-from kdisco._models import Endpoint, Resolution, ServiceKind, ServicePort, choose_port
+from kdisco._models import SCHEME_PORTS, Endpoint, Resolution, ServicePort, choose_port
 from kdisco._names import Query
 from kdisco._strategies.base import Miss
 
 from .objects import (
-    KINDS,
     ServiceInfo,
     bad_field,
     get_list,
@@ -59,8 +59,6 @@ NODES_PATH = "/api/v1/nodes"
 
 
 def node_path(name: str) -> str:
-    from urllib.parse import quote
-
     return f"{NODES_PATH}/{quote(name, safe='')}"
 
 
@@ -203,19 +201,24 @@ def _serves(route: IngressRoute, port: ServicePort | None, any_port: bool) -> bo
 
 
 def route_endpoints(
-    routes: Iterable[IngressRoute], ports: Sequence[ServicePort], wanted: int | str | None
+    routes: Iterable[IngressRoute],
+    ports: tuple[ServicePort, ...],
+    chosen: ServicePort | None,
+    *,
+    any_port: bool,
 ) -> tuple[tuple[Endpoint, ...], ServicePort | None]:
-    """The URLs of the routes that serve the port asked for (any port when none was:
-    an Ingress may lead to a Service's second port), and that port."""
-    chosen, _ = choose_port(tuple(ports), wanted)
+    """The URLs of the routes that serve ``chosen`` (any port when ``any_port``, no
+    port having been asked for: an Ingress may lead to a Service's second port), and
+    the declared port they lead to."""
     out: list[Endpoint] = []
     seen: set[tuple[str, str, str]] = set()
     matched: ServicePort | None = None
     for route in routes:
-        if not _serves(route, chosen, wanted is None):
+        if not _serves(route, chosen, any_port):
             continue
         if matched is None:
-            matched = _declared(ports, route.port) or chosen
+            named = choose_port(ports, route.port)[0] if route.port is not None else None
+            matched = named or chosen
         for host in route.hosts:
             ident = (route.scheme, host, route.path)
             if ident in seen:
@@ -224,19 +227,12 @@ def route_endpoints(
             out.append(
                 Endpoint(
                     host=host,
-                    port=443 if route.scheme == "https" else 80,
+                    port=SCHEME_PORTS[route.scheme],
                     scheme=route.scheme,
                     path=route.path,
                 )
             )
     return tuple(out), matched
-
-
-def _declared(ports: Sequence[ServicePort], port: int | str | None) -> ServicePort | None:
-    for p in ports:
-        if port is not None and port in (p.port, p.name):
-            return p
-    return None
 
 
 def node_endpoints(
@@ -260,7 +256,7 @@ def answer(
     """An external answer (``reach="external"``) from the endpoints found."""
     return Resolution(
         service=query.service,
-        kind=_kind(info),
+        kind=info.kind,
         endpoints=endpoints,
         ports=info.ports,
         port=port,
@@ -271,24 +267,19 @@ def answer(
     )
 
 
-def _kind(info: ServiceInfo) -> ServiceKind:
-    if not info.cluster_ips or info.cluster_ips == ("None",):
-        return ServiceKind.HEADLESS
-    return KINDS.get(info.type, ServiceKind.UNKNOWN)
-
-
-def service_addresses(query: Query, info: ServiceInfo) -> Resolution | None:
+def service_addresses(
+    query: Query, info: ServiceInfo, chosen: ServicePort | None
+) -> Resolution | None:
     """The Service's own ways in (load balancer addresses, ``spec.externalIPs``) with
-    the Service port, or None when it has none."""
+    the Service port ``chosen``, or None when it has none."""
     hosts = tuple(dict.fromkeys(info.load_balancer + info.external_ips))
     if not hosts:
         return None
-    chosen, _ = choose_port(info.ports, query.port)
     port = chosen.port if chosen else None
     return answer(query, info, tuple(Endpoint(host=h, port=port) for h in hosts), chosen)
 
 
 def no_route(query: Query, info: ServiceInfo, *, looked_at: str) -> Miss:
     """The miss that says why nothing leads into the Service from outside."""
-    what = "headless" if _kind(info) is ServiceKind.HEADLESS else info.type
+    what = "headless" if info.headless else info.type
     return Miss(Outcome.NO_EXTERNAL_ROUTE, f"{what} Service {query.service}: {looked_at}")

@@ -27,6 +27,7 @@ from kdisco._k8s.client import KubeClient, What, continue_token, parse_list, par
 from kdisco._k8s.informer import WatchCache
 from kdisco._k8s.objects import (
     SERVICE_NAME_LABEL,
+    Json,
     ServiceInfo,
     SliceInfo,
     answer_without_slices,
@@ -404,20 +405,38 @@ def list_slices(
     )
     what = ("list", "endpointslices.discovery.k8s.io", ns)
     slices: list[SliceInfo] = []
+    yield from list_all(
+        slices_path(ns),
+        selector,
+        what,
+        "EndpointSliceList",
+        lambda item: slices.append(SliceInfo.from_json(item, prefer)),
+    )
+    return slices
+
+
+def list_all(
+    path: str,
+    params: tuple[tuple[str, str], ...],
+    what: What,
+    kind: str,
+    each: Callable[[Json], object],
+) -> Generator[Get | None, bytes | None, None]:
+    """LIST ``path`` page by page (``continue`` tokens), calling ``each`` on every item
+    and pausing (``PAUSE``) after each, so that a big list never holds the event loop."""
     token: str | None = None
     while True:
         more = (("continue", token),) if token else ()
-        body = yield Get(slices_path(ns), selector + more, what)
+        body = yield Get(path, params + more, what)
         if body is None:
-            break  # a missing namespace lists as 200 with no items; a 404 ends the list too
+            return  # a missing namespace lists as 200 with no items; a 404 ends the list too
         page = yield from parse_list(body, what)
-        for item in list_items(page, "EndpointSliceList"):
-            slices.append(SliceInfo.from_json(item, prefer))
+        for item in list_items(page, kind):
+            each(item)
             yield PAUSE
         token = continue_token(page)
         if token is None:
-            break
-    return slices
+            return
 
 
 def external_read(query: Query, info: ServiceInfo, page_size: int) -> DirectRead:
@@ -429,24 +448,18 @@ def external_read(query: Query, info: ServiceInfo, page_size: int) -> DirectRead
     chosen, ok = choose_port(info.ports, query.port)
     if not ok:
         return no_port(query, info.ports)
-    own = routes.service_addresses(query, info)
+    own = routes.service_addresses(query, info, chosen)
     if own is not None:
         return own
-    what = ("list", "ingresses.networking.k8s.io", ns)
     found: list[routes.IngressRoute] = []
-    token: str | None = None
-    while True:
-        more = (("continue", token),) if token else ()
-        body = yield Get(routes.ingresses_path(ns), (("limit", str(page_size)), *more), what)
-        if body is None:
-            break
-        page = yield from parse_list(body, what)
-        for item in list_items(page, "IngressList"):
-            found.extend(routes.ingress_routes(item, name))
-        token = continue_token(page)
-        if token is None:
-            break
-    urls, port = routes.route_endpoints(found, info.ports, query.port)
+    yield from list_all(
+        routes.ingresses_path(ns),
+        (("limit", str(page_size)),),
+        ("list", "ingresses.networking.k8s.io", ns),
+        "IngressList",
+        lambda item: found.extend(routes.ingress_routes(item, name)),
+    )
+    urls, port = routes.route_endpoints(found, info.ports, chosen, any_port=query.port is None)
     if urls:
         return routes.answer(query, info, urls, port)
     looked_at = "no load balancer address or external IP, no Ingress leads to it"
