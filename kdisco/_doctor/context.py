@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from kdisco._names import Query
-from kdisco._settings import Settings
+from kdisco._settings import DEFAULT_RESOLV_CONF, Settings
 
 DEFAULT_STEP_TIMEOUT = 2.0
 
@@ -29,6 +29,8 @@ class Context:
         findings: Facts shared between checks: ``dns_answer``, ``answer``, ``error``
             (local checks), ``service``, ``api_answer``, ``pods``, ``probe_targets``
             (cluster checks).
+        name_error: Why the name is invalid, when ``query`` is None.
+        resolv_conf: The resolv.conf path the settings were read with.
     """
 
     settings: Settings
@@ -40,3 +42,7 @@ class Context:
     # Typed Any until kdisco/_k8s/netpol.py (Peer) lands; then Peer | None.
     caller: Any = None
     findings: dict[str, Any] = attrs.field(factory=dict)
+    #: Why the name is invalid (``query`` is None), for the ``name`` check.
+    name_error: str | None = None
+    #: The resolv.conf the settings were read with.
+    resolv_conf: str = DEFAULT_RESOLV_CONF

@@ -112,7 +112,7 @@ class Report:
         lines = _wrap(f"kdisco doctor: {self.target}", "")
         for check in self.checks:
             lines.append("")
-            lines += _wrap(f"{check.mark:<17} {check.name}: {check.summary}", "")
+            lines += _wrap(f"{check.mark}  {check.name}: {check.summary}", "")
             for detail in check.details:
                 lines += _wrap(detail, "    ")
             if check.hint:
