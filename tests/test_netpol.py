@@ -313,6 +313,16 @@ CASES: list[
         (),
     ),
     (
+        "named port with digits and hyphens",
+        [policy("named", ingress=[{"ports": [{"port": "grpc-2"}]}])],
+        attrs.evolve(API, port_name="grpc-2"),
+        WEB,
+        True,
+        True,
+        ("named",),
+        ("named",),
+    ),
+    (
         "number against a named container port: the number counts",
         [policy("number", ingress=[{"ports": [{"port": 8080}]}])],
         API,
@@ -611,7 +621,7 @@ def test_reason_denied_names_the_policy_peer_and_port() -> None:
     verdict = ingress_verdict([DENY_ALL], API, attrs.evolve(WEB, ip=None))
     assert verdict.reason == (
         "isolated by policy 'deny-all' and no rule admits pods from namespace 'shop' "
-        "with labels app=web on TCP 8080 ('http')"
+        "with labels app=web on TCP 8080 (port 'http')"
     )
 
 
@@ -714,6 +724,9 @@ BAD_RULES: list[tuple[Json, str]] = [
     ({"ports": [{"endPort": 90}]}, "ports[0].endPort"),
     ({"ports": [{"protocol": "ICMP"}]}, "ports[0].protocol"),
     ({"ports": [{"port": ""}]}, "ports[0].port"),
+    ({"ports": [{"port": "8080"}]}, "ports[0].port"),
+    ({"ports": [{"port": "Http"}]}, "ports[0].port"),
+    ({"ports": [{"port": "a-very-long-port-name"}]}, "ports[0].port"),
     ({"ports": "8080"}, "spec.ingress[0].ports"),
 ]
 
@@ -791,6 +804,8 @@ NOT_LABELS: Any = {"app": 1}
         (lambda: Peer(namespace="shop", ip="10.0.0.300"), "ip"),
         (lambda: Peer(namespace="shop", pod_labels=NOT_LABELS), "labels"),
         (lambda: Target(namespace="shop", pod_labels={}, port=0), "port"),
+        (lambda: Target(namespace="", pod_labels={}, port=80), "namespace"),
+        (lambda: Peer(namespace=""), "namespace"),
         (lambda: Target(namespace="shop", pod_labels={}, port=80, protocol="tcp"), "protocol"),
     ],
 )

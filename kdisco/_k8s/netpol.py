@@ -27,7 +27,8 @@ applied here to any peer whose IP is known, and the reason says when only an
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, final
 
 import attrs
@@ -39,6 +40,8 @@ from kdisco._k8s.objects import Json, bad_field, get_list, get_object, get_str
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+# A container port name (IANA service name): a quoted "8080" in a rule is no name.
+_PORT_NAME = re.compile(r"(?!.*--)(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?")
 
 # The facts about a peer that may be unknown, as the reason names them.
 _POD_LABELS = "pod labels"
@@ -98,6 +101,9 @@ def _optional_labels(value: Mapping[str, str] | None) -> FrozenLabels | None:
     return None if value is None else FrozenLabels(value)
 
 
+_NON_EMPTY: Callable[[Any, attrs.Attribute[Any], Any], None] = attrs.validators.min_len(1)
+
+
 def _check_ip(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None:
         try:
@@ -134,7 +140,7 @@ class Peer:
         ip: the caller's IP address as the target sees it (``None``: unknown).
     """
 
-    namespace: str | None
+    namespace: str | None = attrs.field(validator=attrs.validators.optional(_NON_EMPTY))
     namespace_labels: Mapping[str, str] | None = attrs.field(
         default=None, converter=_optional_labels
     )
@@ -154,7 +160,7 @@ class Target:
         protocol: ``TCP``, ``UDP`` or ``SCTP``.
     """
 
-    namespace: str
+    namespace: str = attrs.field(validator=_NON_EMPTY)
     pod_labels: Mapping[str, str] = attrs.field(converter=_labels)
     port: int = attrs.field(validator=_check_port)
     port_name: str | None = None
@@ -416,8 +422,8 @@ def _parse_ports(entry: object, where: str) -> _Ports:
     port = entry.get("port")
     end = entry.get("endPort")
     if isinstance(port, str):
-        if not port:
-            raise bad_field(f"{where}.port", port, "a port number or name")
+        if not _PORT_NAME.fullmatch(port):
+            raise bad_field(f"{where}.port", port, "a port number or a port name")
         if end is not None:
             raise bad_field(f"{where}.endPort", end, "absent with a named port")
         return _Ports(protocol, None, None, port)
@@ -548,13 +554,13 @@ def describe_peer(peer: Peer) -> str:
 
 
 def describe_port(target: Target) -> str:
-    """The target port as a reason names it: ``TCP 8080`` or ``TCP 8080 ('http')``.
+    """The target port as a reason names it: ``TCP 8080`` or ``TCP 8080 (port 'http')``.
 
     Args:
         target: the Pod connected to.
     """
     shown = f"{target.protocol} {target.port}"
-    return f"{shown} ('{target.port_name}')" if target.port_name else shown
+    return f"{shown} (port '{target.port_name}')" if target.port_name else shown
 
 
 def ingress_verdict(policies: Sequence[Mapping[str, Any]], target: Target, peer: Peer) -> Verdict:
