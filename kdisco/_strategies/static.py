@@ -29,6 +29,7 @@ from kdisco._models import (
 )
 from kdisco._names import Query, check_port, parse_query
 from kdisco._notify import Notifier
+from kdisco._service_ref import ServiceRef
 from kdisco._validation import parse_port_text
 
 from .base import Miss
@@ -48,9 +49,22 @@ _HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 
 
 @attrs.frozen
-class _Entry:
+class Entry:
+    """One parsed entry of the map: its endpoints and declared ports, and, for
+    ``kdisco.testing.FakeResolver``'s modes that answer as a real source would, what
+    kind of Service it stands for (``cluster_ip``, ``headless``; unset: not said)."""
+
     endpoints: tuple[Endpoint, ...]
     ports: tuple[ServicePort, ...]
+    cluster_ips: tuple[str, ...] = ()
+    headless: bool | None = None
+
+    def says_kind(self) -> str | None:
+        """The key that says what kind of Service this is (``"cluster_ip"`` or
+        ``"headless"``), or None."""
+        if self.cluster_ips:
+            return "cluster_ip"
+        return "headless" if self.headless is not None else None
 
 
 def parse_address(text: object, *, where: str) -> Endpoint:
@@ -89,14 +103,31 @@ def _ip(host: str, text: str, where: str, *, version: int) -> None:
         raise ConfigurationError(f"{where}: {text!r}: {host!r} is not an IPv{version} address")
 
 
-def _entry(key: str, value: object) -> _Entry:
+#: The keys of an entry given as a mapping.
+ENTRY_KEYS = ("endpoints", "ports", "cluster_ip", "headless")
+
+
+def parse_entry(key: str, value: object) -> Entry:
+    """One entry of the map, checked; ConfigurationError naming the entry and the key."""
     where = f"static entry {key!r}"
     ports: tuple[ServicePort, ...] = ()
+    cluster_ips: tuple[str, ...] = ()
+    headless: bool | None = None
     raw: object = value
     if isinstance(value, Mapping):
-        unknown = set(value) - {"endpoints", "ports"}
+        unknown = set(value) - set(ENTRY_KEYS)
         if unknown:
-            raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+            raise ConfigurationError(
+                f"{where}: unknown keys {sorted(unknown)} (expected {', '.join(ENTRY_KEYS)})"
+            )
+        cluster_ips = _cluster_ips(value.get("cluster_ip"), where)
+        headless = value.get("headless")
+        if headless is not None and not isinstance(headless, bool):
+            raise ConfigurationError(f"{where}: 'headless' must be true or false, not {headless!r}")
+        if headless and cluster_ips:
+            raise ConfigurationError(
+                f"{where}: 'cluster_ip' and 'headless': a headless Service has no ClusterIP"
+            )
         raw = value.get("endpoints", ())
         named = value.get("ports", {})
         if not isinstance(named, Mapping):
@@ -119,9 +150,36 @@ def _entry(key: str, value: object) -> _Entry:
     endpoints = tuple(
         item if isinstance(item, Endpoint) else parse_address(item, where=where) for item in raw
     )
-    if not endpoints:
+    entry = Entry(endpoints=endpoints, ports=ports, cluster_ips=cluster_ips, headless=headless)
+    if not endpoints and entry.says_kind() is None:
+        # A Service said to be headless or to have a ClusterIP may have no pods (a
+        # fake of "nothing ready"); a bare list of nothing is a mistake.
         raise ConfigurationError(f"{where}: no addresses")
-    return _Entry(endpoints=endpoints, ports=ports)
+    return entry
+
+
+def _cluster_ips(value: object, where: str) -> tuple[str, ...]:
+    """``cluster_ip``: one IP address, or a list of one per family (dual-stack)."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise ConfigurationError(
+            f"{where}: 'cluster_ip' must be an IP address or a list of one per family"
+        )
+    found: list[str] = []
+    for item in items:
+        try:
+            found.append(str(ipaddress.ip_address(item)))
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"{where}: 'cluster_ip' {item!r} is not an IP address"
+            ) from None
+    if len({":" in ip for ip in found}) != len(found):
+        raise ConfigurationError(
+            f"{where}: 'cluster_ip' {found!r}: a Service has one ClusterIP per address family"
+        )
+    return tuple(found)
 
 
 def _key(text: object) -> tuple[str, str | None]:
@@ -162,11 +220,11 @@ class StaticStrategy:
         #: ``kdisco.watch()`` on the map wakes at once.
         self.notifier = Notifier()
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str | None], _Entry] = {}
+        self._entries: dict[tuple[str, str | None], Entry] = {}
         # Bumped on every change, so cached answers from this map know when to go.
         self._version = 0
         for key, value in mapping.items():
-            self._entries[_key(key)] = _entry(key, value)
+            self._entries[_key(key)] = self._parse(key, value)
 
     @classmethod
     def from_file(cls, path: str | PathLike[str], *, name: str = "static") -> StaticStrategy:
@@ -197,8 +255,36 @@ class StaticStrategy:
         # Answers from the map hold until it changes (FakeResolver.add/remove).
         return lambda: self._version == version
 
+    def _parse(self, key: str, value: object) -> Entry:
+        """One entry, checked. The static strategy answers with the endpoints as they
+        are: what kind of Service an entry stands for is for FakeResolver's modes."""
+        entry = parse_entry(key, value)
+        said = entry.says_kind()
+        if said is not None:
+            raise ConfigurationError(
+                f"static entry {key!r}: {said!r} is read only by kdisco.testing.FakeResolver "
+                "in mode 'dns', 'env' or 'api' (the static strategy answers the endpoints "
+                "as they are)"
+            )
+        return entry
+
+    def _find(self, service: ServiceRef) -> tuple[Entry | None, Freshness]:
+        """The entry for ``service`` (``svc.ns`` first, then a bare ``svc``), and how
+        long an answer from it holds (until the map changes)."""
+        with self._lock:
+            entry = self._entries.get((service.name, service.namespace)) or self._entries.get(
+                (service.name, None)
+            )
+            version = self._version
+        return entry, Freshness(valid=self._still(version))
+
+    def _all(self) -> dict[tuple[str, str | None], Entry]:
+        """Every entry, by (name, namespace or None), as the map is now."""
+        with self._lock:
+            return dict(self._entries)
+
     def _set(self, key: str, value: StaticEntry) -> None:
-        parsed = (_key(key), _entry(key, value))
+        parsed = (_key(key), self._parse(key, value))
         with self._lock:
             self._entries[parsed[0]] = parsed[1]
             self._version += 1
@@ -224,11 +310,7 @@ class StaticStrategy:
 
     def lookup(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         service = query.service
-        with self._lock:
-            entry = self._entries.get((service.name, service.namespace)) or self._entries.get(
-                (service.name, None)
-            )
-            version = self._version
+        entry, freshness = self._find(service)
         if entry is None:
             return Miss(Outcome.NOT_FOUND, f"no static entry for {service}")
         endpoints = entry.endpoints
@@ -275,7 +357,7 @@ class StaticStrategy:
             ports=entry.ports,
             port=chosen,
             source=self._name,
-            freshness=Freshness(valid=self._still(version)),
+            freshness=freshness,
         )
 
 
