@@ -456,16 +456,23 @@ class KubeClient:
         *,
         connect_timeout: float,
         read_timeout: float,
+        method: str = "GET",
+        body: bytes | None = None,
     ) -> Any:
-        """GET ``path`` and return the urllib3 response with its body unread.
+        """GET ``path`` (or send ``body`` with ``method``) and return the urllib3
+        response with its body unread.
 
         The caller reads (or streams) the body and must ``release_conn()`` it. Call it
         inside ``cutoff_after`` to bound it in total.
         """
+        headers = self.request_headers()
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         return self._pool.request(
-            "GET",
+            method,
             self.url(path, query),
-            headers=self.request_headers(),
+            headers=headers,
+            body=body,
             preload_content=False,
             redirect=False,
             retries=False,
@@ -499,12 +506,39 @@ class KubeClient:
         self, path: str, query: Sequence[tuple[str, str]], deadline: Deadline, what: What
     ) -> bytes | None:
         """``get_json`` before the parsing: the body of a 2xx response."""
+        return self._exchange("GET", path, query, None, deadline, what)
+
+    def post_json(self, path: str, obj: Json, deadline: Deadline, what: What) -> Json | None:
+        """One POST of ``obj`` as JSON (a ``SelfSubjectAccessReview``, say), its
+        response parsed, all of it within ``deadline``. None for 404.
+
+        Raises as ``get_json`` does.
+        """
+        body = self._exchange("POST", path, (), json.dumps(obj).encode(), deadline, what)
+        return None if body is None else parse_object(body, what)
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        payload: bytes | None,
+        deadline: Deadline,
+        what: What,
+    ) -> bytes | None:
         remaining = deadline.remaining()
         if remaining <= 0:
             raise no_time_left(what)
         with cutoff_after(remaining) as cut:
             try:
-                response = self.open(path, query, connect_timeout=remaining, read_timeout=remaining)
+                response = self.open(
+                    path,
+                    query,
+                    connect_timeout=remaining,
+                    read_timeout=remaining,
+                    method=method,
+                    body=payload,
+                )
                 try:
                     body: bytes = response.data
                 finally:
