@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from kdisco._k8s.netpol import Peer
 from kdisco._names import Query
 from kdisco._settings import DEFAULT_RESOLV_CONF, Settings
 
@@ -24,8 +25,8 @@ class Context:
         namespace_source: Where the namespace came from, in words.
         probe: Whether the user asked for a TCP connect (``--probe``).
         step_timeout: Seconds for each network step.
-        caller: Who connects, for the NetworkPolicy check (a
-            ``kdisco._k8s.netpol.Peer``), or None when unknown.
+        caller: Who connects, for the NetworkPolicy check: from ``--from-namespace``
+            and ``--from-labels``, else None (the cluster checks may find this pod).
         findings: Facts shared between checks: ``dns_answer``, ``answer``, ``error``
             (local checks), ``service``, ``api_answer``, ``pods``, ``probe_targets``
             (cluster checks).
@@ -39,8 +40,7 @@ class Context:
     namespace_source: str
     probe: bool = False
     step_timeout: float = DEFAULT_STEP_TIMEOUT
-    # Typed Any until kdisco/_k8s/netpol.py (Peer) lands; then Peer | None.
-    caller: Any = None
+    caller: Peer | None = None
     findings: dict[str, Any] = attrs.field(factory=dict)
     #: Why the name is invalid (``query`` is None), for the ``name`` check.
     name_error: str | None = None

@@ -34,6 +34,7 @@ from kdisco._names import Query, in_cluster_target, parse_query
 from kdisco._settings import ResolvConf, Settings
 from kdisco._strategies.base import Miss
 from kdisco._strategies.dns import DnsStrategy
+from kdisco._validation import read_text_file
 
 from .context import Context
 from .report import Check, Status
@@ -214,10 +215,10 @@ def read_ndots(path: str | os.PathLike[str]) -> int:
     """
     ndots = _DEFAULT_NDOTS
     try:
-        text = open(path, encoding="utf-8", errors="replace").read()  # noqa: SIM115
-    except OSError:
-        return ndots
-    for line in text.splitlines():
+        text = read_text_file(path, "resolv.conf")
+    except ConfigurationError:
+        return ndots  # unreadable: ResolvConf.read treats it as absent too
+    for line in (text or "").splitlines():
         words = line.split("#", 1)[0].split(";", 1)[0].split()
         if words[:1] != ["options"]:
             continue
@@ -513,7 +514,8 @@ def _describe(res: Resolution) -> str:
     shown = ", ".join(ep.address for ep in res.endpoints[:_SHOWN])
     more = len(res.endpoints) - _SHOWN
     extra = f" and {more} more" if more > 0 else ""
-    return f"{res.kind.value} {shown or '(no endpoints)'}{extra}"
+    kind = "" if res.kind is ServiceKind.UNKNOWN else f"{res.kind.value} "
+    return f"{kind}{shown or '(no endpoints)'}{extra}"
 
 
 # -- after ------------------------------------------------------------------------------
