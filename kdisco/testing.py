@@ -432,20 +432,8 @@ def _as_api(query: _names.Query, shape: _Shape) -> _Answer:
         ports=shape.ports,
         cluster_ips=() if shape.headless else shape.cluster_ips,
     )
-    slices = _slices(query.service.name, shape)
-    answer = _objects.resolve_info(query, info, lambda: slices)
-    if (
-        isinstance(answer, _models.Resolution)
-        and not shape.headless
-        and not query.backends
-        and not query.include_not_ready
-    ):
-        # A ClusterIP with no ready pod behind it answers nobody: the api strategy
-        # says NoReadyEndpoints (issue 12), as it does for a headless Service.
-        pods = _objects.resolve_info(_attrs.evolve(query, backends=True), info, lambda: slices)
-        if isinstance(pods, _base.Miss) and pods.outcome is _attempts.Outcome.NO_READY_ENDPOINTS:
-            return pods
-    return answer
+    # The api strategy's own rules decide, readiness behind a ClusterIP included.
+    return _objects.resolve_info(query, info, lambda: _slices(query.service.name, shape))
 
 
 def _slices(name: str, shape: _Shape) -> list[_objects.SliceInfo]:
