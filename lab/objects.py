@@ -139,6 +139,11 @@ class Cluster:
         )
         self.core.delete_namespace(name)
 
+    def label_namespace(self, name: str, labels: Mapping[str, str]) -> Json:
+        """Add ``labels`` to a namespace (what a namespaceSelector matches)."""
+        body = {"metadata": {"labels": dict(labels)}}
+        return self._raw(self.core.patch_namespace(name, body, _preload_content=False))
+
     def namespace_exists(self, name: str) -> bool:
         from kubernetes.client.rest import ApiException
 
@@ -332,6 +337,53 @@ class Cluster:
             self.core.patch_namespaced_pod_status(name, namespace, body, _preload_content=False)
         )
 
+    def set_pod_waiting(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        reason: str = "CrashLoopBackOff",
+        message: str = "back-off 5m0s restarting failed container",
+        restarts: int = 3,
+        exit_code: int = 1,
+    ) -> Json:
+        """Write what a kubelet writes for a Pod whose container keeps failing: not
+        Ready (``ContainersNotReady``), its container waiting with ``reason``, and the
+        last run's exit."""
+        now = _now()
+        unready = "containers with unready status: [main]"
+        conditions = _pod_conditions(False)["conditions"]
+        for c in conditions:
+            if c["status"] == "False":
+                c.update(reason="ContainersNotReady", message=unready)
+        status = {
+            "conditions": conditions,
+            "containerStatuses": [
+                {
+                    "name": "main",
+                    "image": "registry.invalid/kdisco-lab:none",
+                    "imageID": "",
+                    "ready": False,
+                    "started": False,
+                    "restartCount": restarts,
+                    "state": {"waiting": {"reason": reason, "message": message}},
+                    "lastState": {
+                        "terminated": {
+                            "exitCode": exit_code,
+                            "reason": "Error",
+                            "startedAt": now,
+                            "finishedAt": now,
+                        }
+                    },
+                }
+            ],
+        }
+        return self._raw(
+            self.core.patch_namespaced_pod_status(
+                name, namespace, {"status": status}, _preload_content=False
+            )
+        )
+
     def terminate_pod(self, namespace: str, name: str) -> None:
         """Delete a Pod that holds a finalizer: it stays, with ``deletionTimestamp`` set
         (terminating), until :meth:`release_pod`.
@@ -405,6 +457,18 @@ class Cluster:
         return self._raw(
             self.networking.patch_namespaced_ingress_status(
                 name, namespace, body, _preload_content=False
+            )
+        )
+
+    # -- network policies ------------------------------------------------------------
+
+    def network_policy(self, namespace: str, name: str, spec: Json) -> Json:
+        """A networking.k8s.io/v1 NetworkPolicy (``spec`` as a manifest holds it). The
+        lab runs no network plugin: policies are stored and read, never enforced."""
+        body = {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
+        return self._raw(
+            self.networking.create_namespaced_network_policy(
+                namespace, body, _preload_content=False
             )
         )
 
@@ -486,6 +550,25 @@ class Cluster:
                 },
             ]
         self.core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        self.grant(namespace, name, rules, serviceaccount=name, serviceaccount_namespace=namespace)
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "token").write_text(self.token(namespace, name, expiration_seconds))
+        (dest / "ca.crt").write_bytes(Path(ca_file).read_bytes())
+        (dest / "namespace").write_text(namespace)
+        return dest
+
+    def grant(
+        self,
+        namespace: str,
+        name: str,
+        rules: Sequence[Json],
+        *,
+        serviceaccount: str,
+        serviceaccount_namespace: str,
+    ) -> None:
+        """A Role ``name`` with ``rules`` in ``namespace``, bound to a ServiceAccount
+        (of any namespace: a Role reaches a namespace's objects, not only its own
+        accounts)."""
         self.rbac.create_namespaced_role(
             namespace, {"metadata": {"name": name}, "rules": list(rules)}
         )
@@ -494,14 +577,15 @@ class Cluster:
             {
                 "metadata": {"name": name},
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+                "subjects": [
+                    {
+                        "kind": "ServiceAccount",
+                        "name": serviceaccount,
+                        "namespace": serviceaccount_namespace,
+                    }
+                ],
             },
         )
-        dest.mkdir(parents=True, exist_ok=True)
-        (dest / "token").write_text(self.token(namespace, name, expiration_seconds))
-        (dest / "ca.crt").write_bytes(Path(ca_file).read_bytes())
-        (dest / "namespace").write_text(namespace)
-        return dest
 
     def grant_cluster_read(
         self, namespace: str, serviceaccount: str, rules: Sequence[Json], name: str

@@ -329,7 +329,8 @@ class _Run:
             )
             if others:
                 shown = ", ".join(repr(n) for n in others[:SHOWN])
-                details.append(f"a Service {self.name!r} exists in namespace {shown}")
+                where = "namespace" if len(others) == 1 else "namespaces"
+                details.append(f"a Service {self.name!r} exists in {where} {shown}")
                 hints.insert(
                     0,
                     f"use {self.name}.{others[0]} (or --namespace {others[0]}): the "
