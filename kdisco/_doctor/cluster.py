@@ -181,9 +181,13 @@ def why_not(exc: Exception) -> str:
 
 
 def grant_hint(exc: Exception) -> str | None:
-    if isinstance(exc, AccessDenied) and exc.status == 403:
-        return f"grant it to see more (a Role rule: {rule_text(exc.verb, exc.resource)})"
-    return None
+    """How to make a refused read checkable."""
+    if not isinstance(exc, AccessDenied):
+        return None
+    if exc.status == 401:
+        return "the credentials are wrong or expired: renew the kubeconfig's (or the pod's) token"
+    kind = "a Role" if exc.namespace else "a ClusterRole"
+    return f"grant it to check this ({kind} rule: {rule_text(exc.verb, exc.resource)})"
 
 
 def rule_text(verb: str, resource: str) -> str:
@@ -423,7 +427,8 @@ class _Run:
         summary = f"{len(ready)} of {len(states)} Pods ready (selector {shown})"
         if len(details) > SHOWN:
             details = (*details[:SHOWN], f"... and {len(details) - SHOWN} more")
-        if ready:
+        if ready or self.info.publish_not_ready:
+            # (publishNotReadyAddresses: the controller publishes them anyway.)
             return Check(name="pods", status=Status.PASSED, summary=summary, details=details)
         return Check(
             name="pods",
@@ -536,7 +541,8 @@ class _Run:
                 missing.append(need)
         who = self.whoami()
         as_who = f" as {who}" if who else ""
-        if "api" not in [s if isinstance(s, str) else "" for s in settings.strategies]:
+        uses_api = "api" in settings.strategies
+        if not uses_api:
             details.append(
                 "the api strategy is not among the strategies: kdisco does not read the API"
             )
@@ -548,7 +554,7 @@ class _Run:
                 summary=f"kdisco may read what it needs{as_who}: {asked}",
                 details=tuple(details),
             )
-        blocking = any(m.blocking for m in missing) and not details
+        blocking = uses_api and any(m.blocking for m in missing)
         for m in missing:
             details.append(f"missing: {m.describe()} ({m.why})")
         return Check(
@@ -672,6 +678,9 @@ class _Run:
                     f"namespace {peer.namespace!r}'s labels are unknown ({why_not(exc)}): "
                     f"assumed to be only {netpol.NAMESPACE_NAME_LABEL}={peer.namespace}"
                 )
+            else:
+                if found is None:
+                    notes.append(f"the caller's namespace {peer.namespace!r} does not exist")
             labels = (
                 str_map((found.get("metadata") or {}).get("labels")) if found is not None else None
             )
