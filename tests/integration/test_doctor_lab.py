@@ -9,7 +9,6 @@ a guard fails any connect elsewhere. A "stopped CoreDNS" is a UDP port nobody re
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 from collections.abc import Callable, Iterator
@@ -22,19 +21,11 @@ import yaml
 from kdisco._doctor import command
 from lab import kube
 from lab.objects import Cluster
+from tests.test_doctor import parser
 
 from .conftest import eventually
 
 ZONE = "cluster.local"
-
-
-def parser() -> argparse.ArgumentParser:
-    """The doctor's flags plus the common ones the CLI adds (those used here)."""
-    p = argparse.ArgumentParser(prog="kdisco doctor")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--timeout", type=float)
-    command.add_arguments(p)
-    return p
 
 
 Doctor = Callable[..., tuple[int, dict[str, dict[str, Any]]]]
