@@ -415,3 +415,28 @@ def test_post_json_sends_and_parses(review_server: tuple[str, list[Json]]) -> No
         client.post_json("/deny", review, Deadline(5), what)
     assert info.value.verb == "create"
     client.close()
+
+
+def test_an_unloadable_kubeconfig_is_said_in_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n")
+    settings = Settings.load(environ={}, kubeconfig=str(broken), serviceaccount_dir=tmp_path)
+    first = next(iter(checks(context(settings))))
+    assert first.status is Status.UNKNOWN
+    assert first.summary.startswith("cannot load the API credentials: cannot load kubeconfig")
+    assert "\n" not in first.summary
+
+
+def test_rejected_credentials_say_so_with_a_hint(tmp_path: Path) -> None:
+    unauthorized = {"kind": "Status", "code": 401, "message": "Unauthorized"}
+    with fake_apiserver() as server:
+        server.route(service_path("shop", "web"), Reply(401, unauthorized))
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.url)
+        settings = Settings.load(
+            environ={}, kubeconfig=str(kubeconfig), serviceaccount_dir=tmp_path
+        )
+        service = next(iter(checks(context(settings))))
+    assert service.status is Status.UNKNOWN
+    assert service.summary == "the API rejected the credentials (401 Unauthorized)"
+    assert service.hint is not None
+    assert "renew" in service.hint

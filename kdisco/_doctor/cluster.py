@@ -140,7 +140,7 @@ def connect(settings: Settings, wait: float) -> tuple[KubeClient | None, str | N
             f"{settings.serviceaccount_dir}/token) and no kubeconfig"
         )
     built: list[KubeClient] = []
-    failed: list[BaseException] = []
+    failed: list[Exception] = []
 
     def run() -> None:
         try:
@@ -154,7 +154,7 @@ def connect(settings: Settings, wait: float) -> tuple[KubeClient | None, str | N
     if built:
         return built[0], None
     if failed:
-        return None, f"cannot load the API credentials: {failed[0]}"
+        return None, f"cannot load the API credentials: {why_not(failed[0])}"
     return None, f"loading the API credentials took over {wait:g}s (a slow exec plugin?)"
 
 
@@ -175,7 +175,9 @@ def why_not(exc: Exception) -> str:
     """Why a read gave no answer, in one line."""
     if isinstance(exc, AccessDenied):
         return denied(exc)
-    if isinstance(exc, (TransientError, ConfigurationError)):
+    if isinstance(exc, ConfigurationError):
+        return exc.message  # the headline alone: no attempts, no line breaks
+    if isinstance(exc, TransientError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
