@@ -276,14 +276,14 @@ def test_fixture_override_ends_with_the_test(kdisco_fake: FakeResolver) -> None:
 ASYNC_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 
 
-def _doc_blocks(title: str) -> dict[str, str]:
-    """The files of the ```python block under ``title`` in docs/testing.md, split on
-    their ``# <filename>`` header comments."""
+def _doc_blocks(title: str, having: str | None = None) -> dict[str, str]:
+    """The files of the (first, or the first ``having`` that file) ```python block
+    under ``title`` in docs/testing.md, split on their ``# <filename>`` header comments."""
     text = DOCS.read_text()
     section = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     for block in re.findall(r"```python\n(.*?)```", section, re.DOTALL):
         names = re.findall(r"^# (\S+\.py)\n", block, flags=re.MULTILINE)
-        if names:
+        if names and (having is None or having in names):
             bodies = re.split(r"^# \S+\.py\n", block, flags=re.MULTILINE)[1:]
             return dict(zip(names, bodies, strict=True))
     raise AssertionError(f"no block of files under {title!r}")
@@ -851,3 +851,22 @@ def test_fixture_marker_with_a_bad_mode_or_argument_errors(pytester: pytest.Pyte
     result.stdout.fnmatch_lines(
         ["*ConfigurationError*mode 'coredns'*", "*unexpected keyword*mdoe*"]
     )
+
+
+def test_the_fixture_mode_example_in_the_docs_passes(pytester: pytest.Pytester) -> None:
+    section = DOCS.read_text().split("## The `kdisco_fake` pytest fixture", 1)[1]
+    assert '# kdisco_fake_mode = "dns"' in section  # the ini line the page tells users to write
+    files = _doc_blocks("The `kdisco_fake` pytest fixture", having="test_modes.py")
+    pytester.makepyfile(test_modes=files["test_modes.py"])
+    pytester.makeini(ASYNC_INI + "kdisco_fake_mode = dns\n")
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_the_fixture_mode_example_fails_with_the_static_default(
+    pytester: pytest.Pytester,
+) -> None:
+    # The control: without the ini option the fake gives the port DNS would not.
+    files = _doc_blocks("The `kdisco_fake` pytest fixture", having="test_modes.py")
+    pytester.makepyfile(test_modes=files["test_modes.py"])
+    pytester.makeini(ASYNC_INI)
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, failed=1)
