@@ -442,7 +442,15 @@ def test_dns_server_answers_and_the_name_is_found(
         Status.PASSED,
         "web.app.svc.cluster.local. -> 10.96.0.5",
     )
-    assert check(report, "discover").summary == "found by dns: 10.96.0.5"
+    # Outside a cluster (no KUBERNETES_SERVICE_HOST), a ClusterIP is a warning.
+    discover = check(report, "discover")
+    assert (discover.status, discover.blocking) == (Status.FAILED, False)
+    assert discover.summary == "found by dns: 10.96.0.5"
+    assert discover.details[-1].startswith("WARNING: cluster-internal addresses")
+    assert discover.hint == (
+        "these addresses work only from the cluster's network: run this in a pod, or set "
+        "KDISCO_REACH=external to look for a way in from outside"
+    )
     assert "kubernetes.default.svc.cluster.local." in coredns.asked("A")
     code, _ = run(["web.app"], settings, capsys)
     assert code == 0

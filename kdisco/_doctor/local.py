@@ -474,11 +474,20 @@ def discover_check(ctx: Context) -> Check:
     ]
     if res.via:
         details.append("via ExternalName " + " -> ".join(map(str, res.via)))
+    # The chain's WARNING: cluster-internal addresses given to a process outside the
+    # cluster. They work only with a route into the cluster's network (a VPN, say), so
+    # this warns rather than decides.
+    internal = any(a.outcome is Outcome.WARNING for a in res.attempts)
     return Check(
         name="discover",
-        status=Status.PASSED,
+        status=Status.FAILED if internal else Status.PASSED,
         summary=f"found by {res.source}: {_describe(res)}",
         details=tuple(details),
+        hint="these addresses work only from the cluster's network: run this in a pod, or set "
+        "KDISCO_REACH=external to look for a way in from outside"
+        if internal
+        else None,
+        blocking=not internal,
     )
 
 

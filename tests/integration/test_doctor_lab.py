@@ -156,7 +156,7 @@ def test_namespace_from_the_name_and_the_flag(
     assert checks["namespace"]["summary"] == f"'{app}', from the name"
     _, checks = doctor(["web", "-n", app], settings)
     assert checks["namespace"]["summary"] == f"'{app}', from --namespace"
-    assert checks["discover"]["status"] == "passed"
+    assert checks["discover"]["summary"].startswith("found by api: ClusterIP ")
     # Without either, outside a pod, with no namespace in the kubeconfig: "default".
     _, checks = doctor(["web"], settings)
     current = yaml.safe_load(Path(lab_info.kubeconfig).read_text())["current-context"]
@@ -182,7 +182,7 @@ def test_namespace_from_the_kubeconfig_context(
         checks["namespace"]["summary"]
         == f"'{app}', from the kubeconfig context {current!r} ({path})"
     )
-    assert checks["discover"]["status"] == "passed"
+    assert checks["discover"]["summary"].startswith("found by api: ClusterIP ")
 
 
 # -- resolv.conf and cluster DNS --------------------------------------------------------
@@ -199,7 +199,11 @@ def test_from_a_laptop_resolv_conf_is_not_a_pods_and_dns_cannot_be_checked(
     for name in ("dns server", "dns answer"):
         assert checks[name]["status"] == "could not check"
         assert checks[name]["summary"].startswith("not in a cluster")
-    assert checks["discover"]["status"] == "passed"
+    # A ClusterIP given to a laptop: kdisco answers, and the doctor warns.
+    discover = checks["discover"]
+    assert (discover["status"], discover["blocking"]) == ("failed", False)
+    assert discover["details"][-1].startswith("WARNING: cluster-internal addresses")
+    assert discover["hint"].startswith("these addresses work only from the cluster's network")
     assert checks["discover"]["summary"].startswith("found by api: ")
     absent = laptop(lab_info, tmp_path, resolv_conf=str(tmp_path / "none"))
     _, checks = doctor([f"web.{app}"], absent)
