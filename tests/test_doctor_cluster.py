@@ -157,6 +157,8 @@ def test_a_crash_looping_pod_says_why() -> None:
             "phase": "Running",
             "podIP": "192.0.2.5",
             "conditions": [
+                # Said once, with Ready (it is why Ready is False).
+                {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"},
                 {"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
                 {"type": "PodScheduled", "status": "True"},
             ],

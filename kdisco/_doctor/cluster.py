@@ -805,7 +805,11 @@ def pod_state(pod: Json) -> PodState:
         reasons.append("terminating (being deleted)")
     if not spec.get("nodeName"):
         reasons.append("not scheduled to a node")
+    false = {c.get("type") for c in conditions if c.get("status") != "True"}
     for c in conditions:
+        # ContainersReady=False is why Ready=False: said once, with Ready.
+        if c.get("type") == "ContainersReady" and "Ready" in false:
+            continue
         if c.get("status") != "True":
             said = ": ".join(str(c[k]) for k in ("reason", "message") if c.get(k))
             reasons.append(f"{c.get('type')}={c.get('status')}" + (f" ({said})" if said else ""))
