@@ -154,7 +154,9 @@ def namespace_source(raw_name: str, namespace: str | None, settings: Settings) -
         return "the pod's POD_NAMESPACE (downward API)"
     if where.startswith("kubeconfig"):
         return f"the {where}"
-    if where in ("argument", "KDISCO_NAMESPACE"):
+    if where == "argument":
+        return "the namespace setting"
+    if where == "KDISCO_NAMESPACE":
         return where
     return f"the pod's service account ({where})"
 
@@ -342,7 +344,7 @@ def dns_server_check(ctx: Context) -> Check:
     return Check(
         name="dns server",
         status=Status.FAILED,
-        summary=f"no answer from {', '.join(silent)} within {ctx.step_timeout:g}s",
+        summary=f"no answer from {', '.join(silent)}",
         details=tuple(details),
         hint=f"the cluster DNS server at {', '.join(silent)} does not answer: {_COREDNS_HINT}",
     )

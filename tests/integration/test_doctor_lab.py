@@ -222,7 +222,7 @@ def test_a_stopped_coredns_is_a_silent_port(
     server = checks["dns server"]
     assert (server["status"], server["summary"]) == (
         "failed",
-        f"no answer from {silent_dns} within 0.5s",
+        f"no answer from {silent_dns}",
     )
     assert server["hint"] == (
         f"the cluster DNS server at {silent_dns} does not answer: is CoreDNS running "
