@@ -188,6 +188,8 @@ class ChainRun:
         self._seen = {query.service}
         self._answer: Resolution | None = None
         self._last_error: BaseException | None = None
+        #: The misses met on the way, for the error's headline.
+        self._misses: list[tuple[str, Miss]] = []
 
     @property
     def query(self) -> Query:
@@ -256,6 +258,7 @@ class ChainRun:
             return
         self._index += 1
         if isinstance(result, Miss):
+            self._misses.append((step.strategy.name, result))
             self._attempts.append(
                 Attempt(
                     strategy=step.strategy.name,
@@ -378,10 +381,22 @@ class ChainRun:
                 service=service,
                 attempts=attempts,
             )
+        decisive = [name for name, m in self._misses if m.decisive]
+        if decisive and not outcomes & {Outcome.TIMED_OUT, Outcome.FAILED}:
+            # A source that publishes every Service says there is none: that outranks
+            # another strategy's refusal (a typo is not a missing Role rule).
+            headline = self._not_found(what)
+            refused = [e for e in self._errors.values() if isinstance(e, AccessDenied)]
+            if refused:
+                headline += (
+                    f" ({' and '.join(dict.fromkeys(decisive))} says so; the API could not "
+                    f"check: {refused[0].permission})"
+                )
+            return ServiceNotFound(headline, service=service, attempts=attempts)
         if Outcome.DENIED in outcomes:
             denied = next(e for e in self._errors.values() if isinstance(e, AccessDenied))
             return AccessDenied(
-                denied.message,
+                f"{what}: the Kubernetes API refused: {denied.permission}",
                 verb=denied.verb,
                 resource=denied.resource,
                 namespace=denied.namespace,
@@ -390,7 +405,7 @@ class ChainRun:
                 attempts=attempts,
             )
         if Outcome.NOT_FOUND in outcomes and not outcomes & {Outcome.TIMED_OUT, Outcome.FAILED}:
-            return ServiceNotFound(f"{what} not found", service=service, attempts=attempts)
+            return ServiceNotFound(self._not_found(what), service=service, attempts=attempts)
         if Outcome.TIMED_OUT in outcomes:
             return DiscoveryTimeout(
                 f"no answer for {what} before the deadline", service=service, attempts=attempts
@@ -401,6 +416,19 @@ class ChainRun:
             )
         return DiscoveryUnavailable(
             f"no strategy could answer for {what}", service=service, attempts=attempts
+        )
+
+    def _not_found(self, what: str) -> str:
+        """ "Not found", and where the same name does exist when a strategy saw it."""
+        service = self._query.service
+        elsewhere = sorted({ns for _, m in self._misses for ns in m.elsewhere})
+        if not elsewhere:
+            return f"{what} not found"
+        where = ", ".join(repr(ns) for ns in elsewhere)
+        return (
+            f"{what} not found in namespace {service.namespace!r}, but a Service "
+            f"{service.name!r} exists in namespace {where}: ask for "
+            f"{service.name}.{elsewhere[0]}"
         )
 
 

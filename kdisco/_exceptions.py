@@ -14,8 +14,9 @@
                                                    nothing applicable)
 
 Errors raised by a discovery carry ``service`` (what was asked for) and ``attempts``
-(each strategy tried, its outcome and why it gave no answer), and their message lists
-the attempts too, so a log line alone says what happened.
+(each strategy tried, its outcome and why it gave no answer). ``str(error)`` is the
+headline (the most decisive finding), then every attempt on a line of its own, so a
+log record alone says what happened.
 
 ``TransientError`` is not part of the tree users catch: strategies raise it to ask the
 chain for a retry, and it only ever reaches users as the cause recorded in an attempt.
@@ -31,8 +32,9 @@ from ._service_ref import ServiceRef
 class DiscoveryError(Exception):
     """Root of every error kdisco raises: catch it to handle any failed discovery.
 
-    ``str(error)`` is the message followed by every attempt (``(tried: dns: not found
-    (...); api: ...)``), so a log line alone says what happened. Messages are
+    ``str(error)`` is the message (the headline: the most decisive finding), then
+    ``tried:`` and every attempt on a line of its own (``dns: not found (...)``),
+    so a log record alone says what happened (the CLI wraps them). Messages are
     redacted: credentials quoted by an underlying error never reach logs.
 
     Args:
@@ -71,8 +73,10 @@ class DiscoveryError(Exception):
     def __str__(self) -> str:
         if not self.attempts:
             return self.message
-        tried = "; ".join(a.describe() for a in self.attempts)
-        return f"{self.message} (tried: {tried})"
+        # One line each (a log search or ``pytest.raises(match=...)`` sees a whole
+        # line); the CLI wraps them to the terminal.
+        tried = (f"    {a.describe()}" for a in self.attempts)
+        return "\n".join((self.message, "  tried:", *tried))
 
 
 class InvalidServiceName(DiscoveryError, ValueError):
@@ -170,6 +174,23 @@ class AccessDenied(DiscoveryError, PermissionError):
         self.resource = resource
         self.namespace = namespace
         self.status = status
+
+    @property
+    def permission(self) -> str:
+        """The refusal in a few words, as error headlines give it.
+
+        For example ``needs 'get' on 'services' in namespace 'billing'``, or the
+        credentials rejected, for a 401.
+
+        Returns:
+            str: One line; the message when the permission is not known.
+        """
+        if self.status == 401:
+            return "the API rejected the credentials (401 Unauthorized)"
+        if not self.verb or not self.resource:
+            return self.message
+        where = f"in namespace {self.namespace!r}" if self.namespace else "cluster-wide"
+        return f"needs {self.verb!r} on {self.resource!r} {where}"
 
 
 class DiscoveryTimeout(DiscoveryError, TimeoutError):

@@ -172,8 +172,9 @@ class Svc:
 
     @property
     def lists_slices(self) -> bool:
-        """kdisco lists slices only for headless Services."""
-        return self.headless
+        """kdisco lists slices for every Service but an ExternalName: a headless
+        Service's are its answer, a ClusterIP's say whether anything is ready."""
+        return self.type != "ExternalName"
 
     def to_json(self, namespace: str) -> Json:
         spec: Json = {"type": self.type}
@@ -201,50 +202,91 @@ class Svc:
 
 
 # ClusterIP and friends: fixed IPs from the lab's service CIDRs (10.96.0.0/16,
-# fd00:10:96::/112) and fixed node ports, so a re-recording diffs cleanly.
+# fd00:10:96::/112) and fixed node ports, so a re-recording diffs cleanly. Each has one
+# ready pod behind it (a slice as the controller would write it), so that its
+# ClusterIP answers.
+
+
+def backed(name: str, ports: tuple[Port, ...], address: str, *, ready: bool = True) -> Slice:
+    """One slice with one pod serving every port of a Service (on its target port)."""
+    slice_ports = tuple(SlicePort(p.name, p.target or p.port, protocol=p.protocol) for p in ports)
+    ep = Ep(address, ready=ready, serving=ready, terminating=False, pod=f"{name}-0")
+    return Slice(f"{name}-1", (ep,), slice_ports)
+
 
 HTTP = Port(80, "http", target=8080)
-WEB = Svc("web", ports=(HTTP,), cluster_ips=("10.96.77.10",))
+WEB = Svc(
+    "web",
+    ports=(HTTP,),
+    cluster_ips=("10.96.77.10",),
+    slices=(backed("web", (HTTP,), "192.0.2.70"),),
+)
+#: A ClusterIP whose only pod is not ready: the api strategy says so.
+IDLE = Svc(
+    "idle",
+    ports=(HTTP,),
+    cluster_ips=("10.96.77.17",),
+    slices=(backed("idle", (HTTP,), "192.0.2.77", ready=False),),
+)
 
 MULTI_PORTS = (
     Port(80, "http", target=8080),
     Port(9090, "grpc", target=9090, app_protocol="grpc"),
     Port(5353, "dns-udp", target=53, protocol="UDP"),
 )
-MULTI = Svc("multi", ports=MULTI_PORTS, cluster_ips=("10.96.77.11",))
+MULTI = Svc(
+    "multi",
+    ports=MULTI_PORTS,
+    cluster_ips=("10.96.77.11",),
+    slices=(backed("multi", MULTI_PORTS, "192.0.2.71"),),
+)
 
-UNNAMED = Svc("unnamed", ports=(Port(6379, target=16379),), cluster_ips=("10.96.77.12",))
+UNNAMED_PORTS = (Port(6379, target=16379),)
+UNNAMED = Svc(
+    "unnamed",
+    ports=UNNAMED_PORTS,
+    cluster_ips=("10.96.77.12",),
+    slices=(backed("unnamed", UNNAMED_PORTS, "192.0.2.72"),),
+)
 
+DUAL_PORTS = (Port(8443, target=8443),)
 DUAL = Svc(
     "dual",
-    ports=(Port(8443, target=8443),),
+    ports=DUAL_PORTS,
+    slices=(backed("dual", DUAL_PORTS, "192.0.2.73"),),
     cluster_ips=("10.96.77.13", "fd00:10:96::4d0d"),
     ip_family_policy="RequireDualStack",
     ip_families=("IPv4", "IPv6"),
 )
 #: IPv6 first: clusterIPs keep the family order asked for.
+DUAL_V6_FIRST_PORTS = (Port(443, "https", target=8443),)
 DUAL_V6_FIRST = Svc(
     "dual-v6-first",
-    ports=(Port(443, "https", target=8443),),
+    ports=DUAL_V6_FIRST_PORTS,
+    slices=(backed("dual-v6-first", DUAL_V6_FIRST_PORTS, "192.0.2.74"),),
     cluster_ips=("fd00:10:96::4d0e", "10.96.77.14"),
     ip_family_policy="PreferDualStack",
     ip_families=("IPv6", "IPv4"),
 )
 
+NODE_PORT_PORTS = (Port(80, "http", target=8080, node_port=30080),)
 NODE_PORT = Svc(
     "nodeport",
     type="NodePort",
-    ports=(Port(80, "http", target=8080, node_port=30080),),
+    ports=NODE_PORT_PORTS,
+    slices=(backed("nodeport", NODE_PORT_PORTS, "192.0.2.75"),),
     cluster_ips=("10.96.77.15",),
 )
 LB_INGRESS: tuple[Json, ...] = ({"ip": "203.0.113.50"}, {"hostname": "lb.example.com"})
+LOAD_BALANCER_PORTS = (
+    Port(443, "https", target=8443, node_port=30443),
+    Port(80, "http", target=8080, node_port=30081),
+)
 LOAD_BALANCER = Svc(
     "lb",
     type="LoadBalancer",
-    ports=(
-        Port(443, "https", target=8443, node_port=30443),
-        Port(80, "http", target=8080, node_port=30081),
-    ),
+    ports=LOAD_BALANCER_PORTS,
+    slices=(backed("lb", LOAD_BALANCER_PORTS, "192.0.2.76"),),
     cluster_ips=("10.96.77.16",),
     lb_ingress=LB_INGRESS,
 )
@@ -391,6 +433,7 @@ NO_SLICES = Svc("no-slices", ports=(HTTP,), headless=True)
 
 SERVICES: tuple[Svc, ...] = (
     WEB,
+    IDLE,
     MULTI,
     UNNAMED,
     DUAL,

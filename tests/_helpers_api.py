@@ -177,9 +177,12 @@ class FakeApiServer:
 
     # -- the two routes the api strategy reads ---------------------------------
 
-    def serve_service(self, doc: Json) -> None:
+    def serve_service(self, doc: Json, *, ready_pod: bool = False) -> None:
+        """``ready_pod``: also serve the slices of one ready pod behind it."""
         meta = doc["metadata"]
         self.route(service_path(meta["namespace"], meta["name"]), Reply(200, doc))
+        if ready_pod:
+            self.serve_slices(meta["namespace"], meta["name"], ready_pod_slices(doc))
 
     def serve_slices(
         self, namespace: str, service: str, slice_list: Json, *, page_size: int = 1000
@@ -304,6 +307,43 @@ def resolve_service(
     )
 
 
+def ready_pod_slices(svc: Json, address: str = "192.0.2.99") -> Json:
+    """The slice list the controller would write for one ready pod behind ``svc``, serving
+    each of its ports (a ClusterIP's slices say whether anything behind it is ready)."""
+    meta = svc["metadata"]
+    ports = [
+        {
+            "name": p.get("name", ""),
+            "port": p["targetPort"] if isinstance(p.get("targetPort"), int) else p["port"],
+            "protocol": p.get("protocol", "TCP"),
+        }
+        for p in svc.get("spec", {}).get("ports", [])
+    ]
+    return {
+        "kind": "EndpointSliceList",
+        "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {"resourceVersion": "1"},
+        "items": [
+            {
+                "metadata": {
+                    "name": f"{meta['name']}-ready",
+                    "namespace": meta["namespace"],
+                    "labels": {"kubernetes.io/service-name": meta["name"]},
+                },
+                "addressType": "IPv6" if ":" in address else "IPv4",
+                "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+                "ports": ports,
+            }
+        ],
+    }
+
+
+def ready_pod(svc: Json) -> Callable[[], list[Json]]:
+    """``resolve_service``'s ``list_slices`` for one ready pod behind ``svc``."""
+    items = ready_pod_slices(svc)["items"]
+    return lambda: list(items)
+
+
 def merge_slices(slices: list[Json], chosen: ServicePort | None) -> tuple[Any, ...]:
     """``merge_slices`` over EndpointSlices given as API JSON."""
     prefer = (chosen.name or "") if chosen else None
@@ -343,6 +383,17 @@ def eps_slice(
         ],
         "ports": [{"name": "http", "port": port}],
     }
+
+
+def put_backed(ns: FakeNamespace, service: Json) -> None:
+    """A ClusterIP Service and one ready pod behind it (its slice, as the controller would
+    write it): without one the api strategy says nothing behind the ClusterIP is ready."""
+    meta = service["metadata"]
+    ns.put("services", service)
+    ns.put(
+        "endpointslices",
+        eps_slice(f"{meta['name']}-1", meta["name"], ["192.0.2.99"], namespace=meta["namespace"]),
+    )
 
 
 class FakeNamespace:

@@ -51,6 +51,8 @@ from tests._helpers_api import (
     client_for,
     load,
     merge_slices,
+    ready_pod,
+    ready_pod_slices,
     resolve_service,
     service_path,
     slice_items,
@@ -69,8 +71,13 @@ def query(
     )
 
 
+def with_ready_pod(q: Query, svc: Json) -> Resolution | Miss:
+    """The answer for ``svc`` with one ready pod behind it."""
+    return resolve_service(q, svc, ready_pod(svc))
+
+
 def no_slices() -> list[Json]:
-    raise AssertionError("slices must not be listed for a Service with a ClusterIP")
+    raise AssertionError("slices must not be listed for this Service")
 
 
 def slices(name: str) -> Callable[[], list[Json]]:
@@ -121,9 +128,7 @@ def test_service_ports_defaults() -> None:
 
 
 def test_cluster_ip_defaults_to_first_declared_port() -> None:
-    res = answer(
-        resolve_service(query("payments", "billing"), load("service-clusterip.json"), no_slices)
-    )
+    res = answer(with_ready_pod(query("payments", "billing"), load("service-clusterip.json")))
     assert res.kind is ServiceKind.CLUSTER_IP
     assert res.source == "api"
     assert res.endpoints == (Endpoint(host="10.96.12.34", port=80),)
@@ -134,9 +139,7 @@ def test_cluster_ip_defaults_to_first_declared_port() -> None:
 
 def test_cluster_ip_named_port() -> None:
     res = answer(
-        resolve_service(
-            query("payments", "billing", "grpc"), load("service-clusterip.json"), no_slices
-        )
+        with_ready_pod(query("payments", "billing", "grpc"), load("service-clusterip.json"))
     )
     assert res.endpoints == (Endpoint(host="10.96.12.34", port=9090),)
     assert res.port is not None
@@ -145,11 +148,7 @@ def test_cluster_ip_named_port() -> None:
 
 
 def test_cluster_ip_port_by_number() -> None:
-    res = answer(
-        resolve_service(
-            query("payments", "billing", 5353), load("service-clusterip.json"), no_slices
-        )
-    )
+    res = answer(with_ready_pod(query("payments", "billing", 5353), load("service-clusterip.json")))
     assert res.endpoints == (Endpoint(host="10.96.12.34", port=5353),)
     assert res.port == ServicePort(port=5353, name="dns-udp", protocol="UDP")
 
@@ -158,9 +157,7 @@ def test_cluster_ip_port_by_number() -> None:
 def test_cluster_ip_unknown_port_is_a_miss_listing_the_declared_ports(port: int | str) -> None:
     # 8080 is the *target* port: clients of a ClusterIP connect to the Service port.
     result = miss(
-        resolve_service(
-            query("payments", "billing", port), load("service-clusterip.json"), no_slices
-        )
+        with_ready_pod(query("payments", "billing", port), load("service-clusterip.json"))
     )
     assert result.outcome is Outcome.NO_SUCH_PORT
     assert str(port) in result.reason
@@ -169,11 +166,7 @@ def test_cluster_ip_unknown_port_is_a_miss_listing_the_declared_ports(port: int 
 
 
 def test_cluster_ip_dual_stack_gives_both_families_in_order() -> None:
-    res = answer(
-        resolve_service(
-            query("search", "shop"), load("service-clusterip-dualstack.json"), no_slices
-        )
-    )
+    res = answer(with_ready_pod(query("search", "shop"), load("service-clusterip-dualstack.json")))
     assert hosts(res) == ["10.96.200.7", "fd00:10:96::c807"]
     assert [ep.port for ep in res.endpoints] == [8443, 8443]
     assert res.endpoints[1].address == "[fd00:10:96::c807]:8443"
@@ -185,30 +178,28 @@ def test_cluster_ip_without_cluster_ips_list_uses_cluster_ip() -> None:
     # has clusterIP.
     doc = load("service-clusterip.json")
     del doc["spec"]["clusterIPs"]
-    res = answer(resolve_service(query("payments", "billing"), doc, no_slices))
+    res = answer(with_ready_pod(query("payments", "billing"), doc))
     assert hosts(res) == ["10.96.12.34"]
 
 
 def test_cluster_ip_without_ports_has_no_port() -> None:
     doc = load("service-clusterip.json")
     del doc["spec"]["ports"]
-    res = answer(resolve_service(query("payments", "billing"), doc, no_slices))
+    res = answer(with_ready_pod(query("payments", "billing"), doc))
     assert res.endpoints == (Endpoint(host="10.96.12.34", port=None),)
     assert res.port is None
     assert res.ports == ()
 
 
 def test_node_port_answers_with_cluster_ip_and_service_port() -> None:
-    res = answer(resolve_service(query("web", "default"), load("service-nodeport.json"), no_slices))
+    res = answer(with_ready_pod(query("web", "default"), load("service-nodeport.json")))
     assert res.kind is ServiceKind.NODE_PORT
     # The nodePort (30080) is for clients outside the cluster.
     assert res.endpoints == (Endpoint(host="10.96.45.6", port=80),)
 
 
 def test_load_balancer_answers_with_cluster_ip_not_the_ingress() -> None:
-    res = answer(
-        resolve_service(query("gateway", "edge"), load("service-loadbalancer.json"), no_slices)
-    )
+    res = answer(with_ready_pod(query("gateway", "edge"), load("service-loadbalancer.json")))
     assert res.kind is ServiceKind.LOAD_BALANCER
     assert res.endpoints == (Endpoint(host="10.96.77.8", port=443),)
     assert res.url() == "https://10.96.77.8:443"
@@ -217,7 +208,7 @@ def test_load_balancer_answers_with_cluster_ip_not_the_ingress() -> None:
 def test_unknown_service_type_with_cluster_ip_is_unknown_kind() -> None:
     doc = load("service-clusterip.json")
     doc["spec"]["type"] = "SomethingNew"
-    res = answer(resolve_service(query("payments", "billing"), doc, no_slices))
+    res = answer(with_ready_pod(query("payments", "billing"), doc))
     assert res.kind is ServiceKind.UNKNOWN
     assert hosts(res) == ["10.96.12.34"]
 
@@ -513,15 +504,16 @@ def deadline(seconds: float = 5.0) -> Deadline:
     return Deadline(seconds)
 
 
-def test_lookup_cluster_ip_reads_only_the_service(server: FakeApiServer) -> None:
-    server.serve_service(load("service-clusterip.json"))
+def test_lookup_cluster_ip_reads_the_service_and_its_slices(server: FakeApiServer) -> None:
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
     strategy = strategy_for(server)
     try:
         res = answer(strategy.lookup(query("payments", "billing", "http"), deadline()))
     finally:
         strategy.close()
     assert res.endpoints == (Endpoint(host="10.96.12.34", port=80),)
-    assert server.paths() == [service_path("billing", "payments")]
+    # The slices say whether anything behind the ClusterIP is ready.
+    assert server.paths() == [service_path("billing", "payments"), slices_path("billing")]
 
 
 def test_lookup_headless_pages_through_every_slice(server: FakeApiServer) -> None:
@@ -629,6 +621,7 @@ def test_chain_retries_server_errors_then_answers(server: FakeApiServer, body: s
         Reply(status, load(body)),
         Reply(200, load("service-clusterip.json")),
     )
+    server.serve_slices("billing", "payments", ready_pod_slices(load("service-clusterip.json")))
     slept: list[float] = []
     strategy = strategy_for(server)
     try:
@@ -641,7 +634,7 @@ def test_chain_retries_server_errors_then_answers(server: FakeApiServer, body: s
     finally:
         strategy.close()
     assert res.endpoints == (Endpoint(host="10.96.12.34", port=80),)
-    assert server.paths() == [service_path("billing", "payments")] * 3
+    assert server.paths() == [service_path("billing", "payments")] * 3 + [slices_path("billing")]
     assert slept == [0.05, 0.1]
 
 
@@ -687,7 +680,7 @@ def test_chain_gives_up_on_refused_connections_inside_the_deadline() -> None:
 
 
 def test_lookup_with_no_time_left_sends_nothing(server: FakeApiServer) -> None:
-    server.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
     strategy = strategy_for(server)
     try:
         with pytest.raises(TransientError, match="no time left"):
@@ -710,7 +703,7 @@ def test_lookup_non_object_json_is_transient(server: FakeApiServer, body: bytes)
 
 
 def test_close_drops_the_client_and_the_next_lookup_builds_a_new_one(server: FakeApiServer) -> None:
-    server.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
     built: list[Any] = []
 
     def factory() -> Any:
@@ -823,7 +816,7 @@ def test_in_cluster_client_without_ca_is_a_configuration_error(tmp_path: Path) -
 
 def test_in_cluster_mode_sends_the_current_token(server: FakeApiServer, tmp_path: Path) -> None:
     sa = serviceaccount(tmp_path, "token-one")
-    server.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
 
     def factory() -> Any:
         # The real in-cluster client, re-aimed at the plain-HTTP test server: the
@@ -839,8 +832,11 @@ def test_in_cluster_mode_sends_the_current_token(server: FakeApiServer, tmp_path
         strategy.lookup(query("payments", "billing"), deadline())
     finally:
         strategy.close()
+    # (Each lookup is a GET of the Service and a LIST of its slices.)
     assert [r.headers.get("authorization") for r in server.requests] == [
         "Bearer token-one",
+        "Bearer token-one",
+        "Bearer token-two",
         "Bearer token-two",
     ]
 
@@ -880,7 +876,7 @@ def test_kubeconfig_mode_leaves_the_global_default_alone(
     before = default_configuration_state()
     kubeconfig = tmp_path / "config"
     write_kubeconfig(kubeconfig, server.url, token="kubeconfig-token")
-    server.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
     strategy = ApiStrategy(kubeconfig=[str(kubeconfig)], environ={})
     assert strategy.mode == "kubeconfig"
     try:
@@ -979,7 +975,7 @@ def test_direct_reads_start_no_thread_per_request(
 ) -> None:
     # Each request's deadline is kept by one process-wide cut-off thread, never a
     # thread (or Timer) of its own.
-    server.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
     started: list[str] = []
     original_start = threading.Thread.start
 
@@ -1003,7 +999,7 @@ def test_direct_reads_start_no_thread_per_request(
             d.discover("payments.billing")
         assert started == []
         assert ours() == before
-    assert len(server.requests) == 51
+    assert len(server.requests) == 51 * 2  # the Service and its slices, each time
     assert [t.name for t in threading.enumerate() if t.name.startswith("kdisco")] == [
         "kdisco-cutoff"
     ]

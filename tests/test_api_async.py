@@ -174,7 +174,7 @@ def kdisco_threads() -> list[threading.Thread]:
 
 
 def test_cluster_ip(server: FakeApiServer) -> None:
-    server.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
     sync, async_ = sync_and_async(direct(server), query("payments", port="grpc"))
     assert isinstance(async_, Resolution)
     assert async_ == sync
@@ -442,6 +442,7 @@ def test_answers_from_the_watch_cache_never_load_aiohttp(server: FakeApiServer) 
 def test_a_failed_first_list_ends_the_wait_and_reads_directly(server: FakeApiServer) -> None:
     ns = FakeNamespace(server)
     ns.put("services", svc("web", headless=False))
+    ns.put("endpointslices", eps_slice("web-1", "web", ["192.0.2.1"]))
     ns.list_replies["services"] = [Reply(500, b"boom")] * 1000
     # A long backoff: the informers fail once, then wait (and stop at once on close).
     policy = WatchCachePolicy(backoff_initial=5.0, backoff_max=5.0)
@@ -458,11 +459,11 @@ def test_a_failed_first_list_ends_the_wait_and_reads_directly(server: FakeApiSer
     got = asyncio.run(main())
     assert isinstance(got, Resolution)
     assert got.endpoints[0].host == "10.96.0.10"
-    assert ns.direct_reads() == [service_path("billing", "web")]
+    assert ns.direct_reads() == [service_path("billing", "web"), slices_path("billing")]
 
 
 def test_slow_credentials_do_not_block_the_loop(server: FakeApiServer) -> None:
-    server.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
 
     def slow_factory() -> KubeClient:
         time.sleep(0.4)  # a kubeconfig exec plugin at work, in the credentials thread
@@ -508,7 +509,7 @@ def test_an_exec_plugin_refresh_runs_off_the_loop(server: FakeApiServer, tmp_pat
         f"      command: {sys.executable}\n      args: [{str(plugin)!r}]\n"
         "      interactiveMode: Never\n"
     )
-    server.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
     strategy = ApiStrategy(kubeconfig=[str(config)], environ={})
 
     async def main() -> object:
@@ -585,7 +586,7 @@ def test_aclose_awaits_informers_that_take_a_while_to_end(server: FakeApiServer)
 def test_each_loop_gets_its_own_session_closed_with_its_loop(server: FakeApiServer) -> None:
     # Two asyncio.run in turn and no aclose(): each loop's session is closed as its
     # loop shuts down (an unclosed one would warn, and warnings fail this suite).
-    server.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
     strategy = direct(server)
     for _ in range(2):
         got = asyncio.run(strategy.alookup(query("payments"), Deadline(5)))
@@ -595,7 +596,7 @@ def test_each_loop_gets_its_own_session_closed_with_its_loop(server: FakeApiServ
 
 
 def test_sync_close_closes_a_session_on_its_running_loop(server: FakeApiServer) -> None:
-    server.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
     strategy = direct(server)
 
     async def main() -> None:
@@ -630,7 +631,7 @@ def test_kubeconfig_with_ca_client_certificate_and_tls_server_name(
     certs_for_name: Certs, tmp_path: Path
 ) -> None:
     with tls_apiserver(certs_for_name, client_certs=True) as server:
-        server.serve_service(load("service-clusterip.json"))
+        server.serve_service(load("service-clusterip.json"), ready_pod=True)
         config = write_tls_kubeconfig(
             tmp_path / "kubeconfig",
             https_url(server),
@@ -644,7 +645,7 @@ def test_kubeconfig_with_ca_client_certificate_and_tls_server_name(
     assert async_ == sync
     assert [r.headers.get("authorization") for r in server.requests] == [
         "Bearer kubeconfig-token"
-    ] * 2
+    ] * 4  # the Service and its slices, sync then async
 
 
 def test_kubeconfig_with_an_untrusted_server_is_transient_both_ways(
@@ -664,7 +665,7 @@ def test_kubeconfig_with_an_untrusted_server_is_transient_both_ways(
 def test_kubeconfig_proxy_url_is_used(certs_for_ip: Certs, tmp_path: Path) -> None:
     # The apiserver's address is never contacted (TEST-NET-1); the proxy answers.
     with fake_apiserver() as proxy:
-        proxy.serve_service(load("service-clusterip.json"))
+        proxy.serve_service(load("service-clusterip.json"), ready_pod=True)
         config = tmp_path / "kubeconfig"
         config.write_text(
             "apiVersion: v1\nkind: Config\ncurrent-context: lab\n"
@@ -677,7 +678,7 @@ def test_kubeconfig_proxy_url_is_used(certs_for_ip: Certs, tmp_path: Path) -> No
         sync, async_ = sync_and_async(strategy, query("payments"), seconds=3)
     assert isinstance(async_, Resolution)
     assert async_ == sync
-    assert [r.headers.get("host") for r in proxy.requests] == ["192.0.2.1:6443"] * 2
+    assert [r.headers.get("host") for r in proxy.requests] == ["192.0.2.1:6443"] * 4
 
 
 def serviceaccount(tmp_path: Path, certs: Certs, token: str) -> Path:
@@ -696,7 +697,7 @@ def test_in_cluster_credentials_over_tls_with_a_rotated_token(
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     sa = serviceaccount(tmp_path, certs_for_ip, "token-one")
     with tls_apiserver(certs_for_ip) as server:
-        server.serve_service(load("service-clusterip.json"))
+        server.serve_service(load("service-clusterip.json"), ready_pod=True)
         port = https_url(server).rsplit(":", 1)[1]
         env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": port}
         strategy = ApiStrategy(serviceaccount_dir=sa, environ=env)
@@ -717,8 +718,12 @@ def test_in_cluster_credentials_over_tls_with_a_rotated_token(
         strategy.close()
     assert isinstance(first, Resolution)
     assert first == second == sync
+    # (Each lookup is a GET of the Service and a LIST of its slices.)
     assert [r.headers.get("authorization") for r in server.requests] == [
         "Bearer token-one",
+        "Bearer token-one",
+        "Bearer token-two-rotated",
+        "Bearer token-two-rotated",
         "Bearer token-two-rotated",
         "Bearer token-two-rotated",
     ]
@@ -812,7 +817,7 @@ def test_loads_in_steps_is_json_loads(doc: Any, indent: int | str | None, cut: i
 
 def test_the_discoverer_api_answers_through_alookup(server: FakeApiServer) -> None:
     # What kdisco.aio drives: the same strategy object, awaited.
-    server.serve_service(load("service-clusterip.json"))
+    server.serve_service(load("service-clusterip.json"), ready_pod=True)
     d = kdisco.Discoverer(strategies=[direct(server)], namespace="billing", environ={})
     with d:
         (strategy,) = d.strategies

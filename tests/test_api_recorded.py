@@ -29,6 +29,7 @@ from kdisco import (
     ServiceRef,
 )
 from kdisco._k8s.client import raise_for_status
+from kdisco._k8s.objects import ALL_SERVICES_PATH, service_path
 from kdisco._strategies.api import ApiStrategy
 from lab.record import (
     ALIAS,
@@ -39,6 +40,7 @@ from lab.record import (
     EXPORTER,
     EXTERNAL,
     EXTERNAL_WITH_PORT,
+    IDLE,
     KAFKA,
     KAFKA_0,
     KAFKA_0_V6,
@@ -82,6 +84,7 @@ from lab.record import (
 from tests._helpers_api import (
     FakeApiServer,
     Reply,
+    Request,
     client_for,
     merge_slices,
     resolve_service,
@@ -485,7 +488,7 @@ def test_403_get_services_names_the_missing_permission() -> None:
         check_status(STATUS_403_GET_SERVICES, what)
     err = caught.value
     assert (err.verb, err.resource, err.namespace, err.status) == (*what, 403)
-    text = str(err)
+    text = err.message
     assert "apiGroups [''], resources ['services'], verbs ['get']" in text
     assert load(STATUS_403_GET_SERVICES)["message"] in text
     assert f"system:serviceaccount:{NAMESPACE}:{SA_NOTHING}" in text
@@ -497,7 +500,7 @@ def test_403_list_endpointslices_names_the_api_group() -> None:
         check_status(STATUS_403_LIST_SLICES, what)
     err = caught.value
     assert (err.verb, err.resource, err.namespace, err.status) == (*what, 403)
-    text = str(err)
+    text = err.message
     assert "apiGroups ['discovery.k8s.io'], resources ['endpointslices'], verbs ['list']" in text
     assert f"system:serviceaccount:{NAMESPACE}:{SA_SERVICES_ONLY}" in text
 
@@ -543,3 +546,51 @@ def test_strategy_over_http_on_recorded_403(server: FakeApiServer) -> None:
         lookup(server, query(KAFKA))
     assert caught.value.resource == "endpointslices.discovery.k8s.io"
     assert f"system:serviceaccount:{NAMESPACE}:{SA_SERVICES_ONLY}" in str(caught.value)
+
+
+def test_cluster_ip_with_no_ready_pod_is_no_ready_endpoints() -> None:
+    # DNS cannot see this (it answers the ClusterIP); the api strategy can, and says so.
+    result = miss(resolve(IDLE))
+    assert result.outcome is Outcome.NO_READY_ENDPOINTS
+    assert "1 endpoints in 1 EndpointSlices, none ready" in result.reason
+    # Asked to include them, it is the ClusterIP again.
+    res = answer(resolve(IDLE, include_not_ready=True))
+    assert res.endpoints == (Endpoint(host="10.96.77.17", port=80),)
+
+
+def test_cluster_ip_without_list_on_slices_answers_as_dns_would(server: FakeApiServer) -> None:
+    # A Role with 'get' on services but no 'list' on EndpointSlices: readiness cannot
+    # be known, and the ClusterIP answers as it would from DNS (not an AccessDenied).
+    server.serve_service(load(service_file(WEB)))
+    server.route(
+        slices_path(NAMESPACE), Reply(403, (RECORDED / STATUS_403_LIST_SLICES).read_bytes())
+    )
+    res = answer(lookup(server, query(WEB)))
+    assert res.endpoints == (Endpoint(host="10.96.77.10", port=80),)
+    assert server.paths() == [service_path(NAMESPACE, WEB.name), slices_path(NAMESPACE)]
+
+
+def test_not_found_names_the_namespaces_where_the_name_exists(server: FakeApiServer) -> None:
+    web = load(service_file(WEB))
+    elsewhere = {**web, "metadata": {**web["metadata"], "namespace": "billing"}}
+
+    def all_services(request: Request) -> Reply:
+        assert request.query["fieldSelector"] == [f"metadata.name={WEB.name}"]
+        return Reply(200, {"kind": "ServiceList", "metadata": {}, "items": [elsewhere]})
+
+    server.route(ALL_SERVICES_PATH, all_services)
+    result = miss(lookup(server, query(WEB)))
+    assert result.outcome is Outcome.NOT_FOUND
+    assert result.decisive
+    assert result.elsewhere == ("billing",)
+    assert "a Service 'web' exists in namespace 'billing'" in result.reason
+
+
+@pytest.mark.parametrize("status", [403, 500])
+def test_not_found_stays_a_miss_when_other_namespaces_cannot_be_listed(
+    server: FakeApiServer, status: int
+) -> None:
+    server.route(ALL_SERVICES_PATH, Reply(status, load(STATUS_403_GET_SERVICES)))
+    result = miss(lookup(server, query(WEB)))
+    assert (result.outcome, result.elsewhere, result.decisive) == (Outcome.NOT_FOUND, (), True)
+    assert result.reason == f"the API has no Service {WEB.name!r} in namespace {NAMESPACE!r}"

@@ -57,7 +57,11 @@ def test_backends_with_no_pods_is_no_ready_endpoints(server: FakeApiServer) -> N
     ns.put("services", svc("idle", headless=False))
     strategy = ApiStrategy(client_factory=lambda: client_for(server.url))
     with kdisco.Discoverer(strategies=[strategy], namespace="billing", environ={}) as d:
-        assert len(d.discover("idle")) == 1  # the ClusterIP itself
+        # Nothing behind the ClusterIP is ready, and the api strategy can see it.
+        with pytest.raises(kdisco.NoReadyEndpoints, match=r"ClusterIP Service idle\.billing"):
+            d.discover("idle", reach="cluster")
+        # Not asking about readiness, the answer is the ClusterIP itself.
+        assert len(d.discover("idle", reach="cluster", include_not_ready=True)) == 1
         with pytest.raises(kdisco.NoReadyEndpoints, match="its pods"):
             d.discover("idle", backends=True)
 

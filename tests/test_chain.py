@@ -89,6 +89,10 @@ def fail(strategies: list[Scripted], clock: FakeClock, *, timeout: float = 5.0) 
 
 
 NOT_FOUND = Miss(Outcome.NOT_FOUND, "NXDOMAIN for payments.billing.svc.cluster.local.")
+#: Cluster DNS's NXDOMAIN: it publishes every Service, so its "no" is decisive.
+NXDOMAIN = Miss(
+    Outcome.NOT_FOUND, "NXDOMAIN for payments.billing.svc.cluster.local.", decisive=True
+)
 NOT_APPLICABLE = Miss(Outcome.NOT_APPLICABLE, "not in a cluster")
 NO_PORT = Miss(Outcome.NO_SUCH_PORT, "no port 'grpc' (ports: http=80)")
 NO_READY = Miss(Outcome.NO_READY_ENDPOINTS, "3 endpoints, none ready")
@@ -151,6 +155,14 @@ PRECEDENCE = [
     (["timeout", NOT_APPLICABLE, "boom"], DiscoveryTimeout),
     ([NOT_APPLICABLE, "boom"], DiscoveryUnavailable),
     ([NOT_APPLICABLE], DiscoveryUnavailable),
+    # A decisive "no such Service" outranks a refusal (a typo is no missing Role rule)...
+    ([NXDOMAIN, NOT_APPLICABLE, DENIED], ServiceNotFound),
+    ([DENIED, NXDOMAIN], ServiceNotFound),
+    # ... but not what is known about an existing Service, nor a strategy that could
+    # not answer (then the refusal is the headline, as without the NXDOMAIN).
+    ([NXDOMAIN, NO_READY], NoReadyEndpoints),
+    ([NXDOMAIN, DENIED, "timeout"], AccessDenied),
+    ([NXDOMAIN, "timeout"], DiscoveryTimeout),
 ]
 
 
@@ -182,9 +194,10 @@ def test_service_not_found_message_names_service_and_reasons(clock: FakeClock) -
     err = fail([Scripted("dns", NOT_FOUND), Scripted("api", Miss(Outcome.NOT_FOUND, "404"))], clock)
     assert isinstance(err, ServiceNotFound)
     assert str(err) == (
-        "payments.billing (payments.billing.svc.cluster.local.) not found (tried: "
-        "dns: not found (NXDOMAIN for payments.billing.svc.cluster.local.); "
-        "api: not found (404))"
+        "payments.billing (payments.billing.svc.cluster.local.) not found\n"
+        "  tried:\n"
+        "    dns: not found (NXDOMAIN for payments.billing.svc.cluster.local.)\n"
+        "    api: not found (404)"
     )
     # Misses only: there is no exception to chain.
     assert err.__cause__ is None
@@ -201,6 +214,41 @@ def test_access_denied_keeps_the_missing_permission(clock: FakeClock) -> None:
     )
     assert err.__cause__ is DENIED
     assert len(err.attempts) == 2
+
+
+def test_access_denied_headline_names_the_one_missing_permission(clock: FakeClock) -> None:
+    err = fail([Scripted("dns", NOT_FOUND), Scripted("api", DENIED)], clock)
+    assert err.message == (
+        "payments.billing (payments.billing.svc.cluster.local.): the Kubernetes API "
+        "refused: needs 'get' on 'services' in namespace 'billing'"
+    )
+    # The API's own words stay in the attempt, once.
+    assert str(err).count(DENIED.message) == 1
+
+
+def test_nxdomain_and_a_refusal_is_not_found_naming_both(clock: FakeClock) -> None:
+    err = fail([Scripted("dns", NXDOMAIN), Scripted("api", DENIED)], clock)
+    assert isinstance(err, ServiceNotFound)
+    assert err.message == (
+        "payments.billing (payments.billing.svc.cluster.local.) not found (dns says so; "
+        "the API could not check: needs 'get' on 'services' in namespace 'billing')"
+    )
+
+
+def test_not_found_names_the_namespace_where_the_name_exists(clock: FakeClock) -> None:
+    api = Miss(
+        Outcome.NOT_FOUND,
+        "the API has no Service 'payments' in namespace 'billing'",
+        decisive=True,
+        elsewhere=("payments-prod", "finance"),
+    )
+    err = fail([Scripted("dns", NXDOMAIN), Scripted("api", api)], clock)
+    assert isinstance(err, ServiceNotFound)
+    assert err.message == (
+        "payments.billing (payments.billing.svc.cluster.local.) not found in namespace "
+        "'billing', but a Service 'payments' exists in namespace 'finance', "
+        "'payments-prod': ask for payments.finance"
+    )
 
 
 def test_no_strategies(clock: FakeClock) -> None:

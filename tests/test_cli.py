@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import kdisco
 from kdisco._cli import EXIT_FAILED, EXIT_FOUND, EXIT_USAGE, main
 
 STATIC = """\
@@ -38,6 +39,8 @@ def static_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KDISCO_NAMESPACE", "shop")
     # Pinned so the output does not depend on this machine's resolv.conf.
     monkeypatch.setenv("KDISCO_CLUSTER_DOMAIN", "cluster.local")
+    # Errors are wrapped to the terminal: a fixed width, whatever runs the tests.
+    monkeypatch.setenv("COLUMNS", "100")
     return path
 
 
@@ -154,8 +157,9 @@ def test_not_found_exits_1_and_says_what_was_tried(
     assert code == EXIT_FAILED == 1
     assert out == ""
     assert err == (
-        "kdisco: ServiceNotFound: orders.shop (orders.shop.svc.cluster.local.) not found "
-        "(tried: static: not found (no static entry for orders.shop))\n"
+        "kdisco: ServiceNotFound: orders.shop (orders.shop.svc.cluster.local.) not found\n"
+        "  tried:\n"
+        "    static: not found (no static entry for orders.shop)\n"
     )
 
 
@@ -170,6 +174,7 @@ def test_not_found_json(static_env: Path, capsys: pytest.CaptureFixture[str]) ->
                 "strategy": "static",
                 "outcome": "not found",
                 "reason": "no static entry for orders.shop",
+                "tries": 1,
             }
         ],
     }
@@ -180,7 +185,9 @@ def test_port_not_found_exits_1(static_env: Path, capsys: pytest.CaptureFixture[
     code, _, err = run(capsys, "web", "--port", "admin")
     assert code == 1
     assert err.startswith("kdisco: PortNotFound: ")
-    assert "http=8080, grpc=9090" in err
+    # Wrapped to the terminal (COLUMNS=100 here), the ports on the attempt's lines.
+    assert "(ports: http=8080,\n      grpc=9090))" in err
+    assert all(len(line) <= 100 for line in err.splitlines())
 
 
 def test_strategy_not_applicable_exits_1(
@@ -261,3 +268,77 @@ def test_python_dash_m(static_env: Path) -> None:
     )
     assert proc.returncode == 2
     assert "third label" in proc.stderr
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"kdisco {kdisco.__version__}\n"
+
+
+def test_help_has_examples_and_both_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out
+    assert "kdisco resolve payments.billing" in out
+    assert "kdisco doctor payments.billing --probe" in out
+    for flag in ("--kubeconfig", "--context", "--static", "--timeout", "--json", "--version"):
+        assert flag in out
+    with pytest.raises(SystemExit):
+        main(["resolve", "--help"])
+    assert "--explain" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before-command", "after-command"])
+def test_static_kubeconfig_and_context_flags(
+    static_env: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    before: bool,
+) -> None:
+    # No KDISCO_STATIC: the file comes from --static. The kubeconfig's context "eu"
+    # says namespace "billing", so "payments" is looked up as payments.billing.
+    monkeypatch.delenv("KDISCO_STATIC")
+    monkeypatch.delenv("KDISCO_NAMESPACE")
+    static = tmp_path / "flags.toml"
+    static.write_text('[services]\n"payments.billing" = ["192.0.2.40:5432"]\n')
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: us\n"
+        "clusters:\n- name: c\n  cluster: {server: 'https://192.0.2.1:6443'}\n"
+        "users:\n- name: u\n  user: {}\n"
+        "contexts:\n"
+        "- name: us\n  context: {cluster: c, user: u, namespace: shop}\n"
+        "- name: eu\n  context: {cluster: c, user: u, namespace: billing}\n"
+    )
+    flags = ["--static", str(static), "--kubeconfig", str(config), "--context", "eu"]
+    argv = [*flags, "resolve", "payments"] if before else ["resolve", "payments", *flags]
+    assert main(argv) == EXIT_FOUND
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("payments.billing (")
+    assert "192.0.2.40:5432" in out
+
+
+def test_explain_prints_each_turn_as_a_table(
+    static_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "payments", "--explain")
+    assert code == EXIT_FOUND
+    table = out.split("\n\n", 1)[1].splitlines()
+    assert table[0].split() == ["STRATEGY", "OUTCOME", "TRIES", "WHY"]
+    assert table[1].split()[:2] == ["static", "answered"]
+    code, _, err = run(capsys, "orders", "--explain")
+    assert code == EXIT_FAILED
+    assert "static    not found  1      no static entry for orders.shop" in err
+
+
+def test_bad_input_with_json_is_json_too(
+    static_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "Not_A_Name", "--json")
+    assert code == EXIT_USAGE
+    assert json.loads(out)["error"] == "InvalidServiceName"
+    assert err.startswith("kdisco: InvalidServiceName: ")

@@ -400,7 +400,7 @@ def spy_factory(url: str) -> KubeClient:
 def test_close_and_context_manager_close_api_clients(sa_dir: Path, resolv: Path) -> None:
     SpyClient.closed = 0
     with fake_apiserver() as server:
-        server.serve_service(load("service-clusterip.json"))
+        server.serve_service(load("service-clusterip.json"), ready_pod=True)
         api = ApiStrategy(client_factory=lambda: spy_factory(server.url))
         with make(sa_dir, resolv, strategies=[api]) as d:
             res = d.discover("payments.billing")
@@ -415,7 +415,7 @@ def test_close_and_context_manager_close_api_clients(sa_dir: Path, resolv: Path)
 
 def test_kubeconfig_api_discovery_end_to_end(sa_dir: Path, resolv: Path, tmp_path: Path) -> None:
     with fake_apiserver() as server:
-        server.serve_service(load("service-clusterip.json"))
+        server.serve_service(load("service-clusterip.json"), ready_pod=True)
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.url)
         with make(sa_dir, resolv, {"KUBECONFIG": str(kubeconfig)}, strategies=["api"]) as d:
             res = d.discover("payments.billing", port="grpc")

@@ -18,6 +18,7 @@ import pytest
 
 import kdisco
 from kdisco import Discoverer, WatchCachePolicy
+from kdisco._k8s.objects import ALL_SERVICES_PATH
 from kdisco._strategies.api import ApiStrategy
 from tests._helpers_api import (
     FakeApiServer,
@@ -26,6 +27,7 @@ from tests._helpers_api import (
     _status,
     client_for,
     eps_slice,
+    put_backed,
     service_path,
     svc,
 )
@@ -59,7 +61,7 @@ def ns(server: FakeApiServer) -> FakeNamespace:
     fake.put("services", svc("db"))
     fake.put("endpointslices", eps_slice("db-a", "db", ["192.0.2.1", "192.0.2.2"]))
     fake.put("endpointslices", eps_slice("db-b", "db", ["192.0.2.3"]))
-    fake.put("services", svc("web", headless=False))
+    put_backed(fake, svc("web", headless=False))
     return fake
 
 
@@ -139,9 +141,14 @@ def test_repeated_lookups_make_no_requests_after_the_first_list(
             assert hosts(d.discover("db")) == {"192.0.2.1", "192.0.2.2", "192.0.2.3"}
             assert d.discover("web").first().host == "10.96.0.10"
             d.clear_cache()  # each call goes to the strategy, which answers from memory
-        with pytest.raises(kdisco.ServiceNotFound):
-            d.discover("nope")
         assert len(server.requests) == seen
+        # A missing name: answered from memory, plus one look for the name in other
+        # namespaces (for the error's headline), made once, not once per lookup.
+        for _ in range(3):
+            with pytest.raises(kdisco.ServiceNotFound):
+                d.discover("nope")
+            d.clear_cache()
+        assert [r.path for r in server.requests[seen:]] == [ALL_SERVICES_PATH]
     assert (ns.lists("services"), ns.lists("endpointslices")) == (1, 1)
     assert ns.direct_reads() == []
     # The informer asks only for slices that belong to a Service, from the list's rv.
@@ -181,7 +188,7 @@ def test_services_created_and_deleted_after_startup_are_seen(
         with pytest.raises(kdisco.ServiceNotFound):
             d.discover("late")
         wait_until(both_watching(ns), "both watches open")
-        ns.put("services", svc("late", headless=False))
+        put_backed(ns, svc("late", headless=False))
         wait_until(lambda: _answers(d, "late"), "late Service seen")
         ns.delete("services", "web")
         wait_until(lambda: not _answers(d, "web"), "web deletion seen")
@@ -204,7 +211,7 @@ def test_no_op_modifications_keep_answers_valid(server: FakeApiServer, ns: FakeN
         wait_until(both_watching(ns), "both watches open")
         # A new resourceVersion with the same spec (a label or status change).
         ns.put("services", svc("db"))
-        ns.put("services", svc("marker", headless=False))
+        put_backed(ns, svc("marker", headless=False))
         wait_until(lambda: _answers(d, "marker"), "events applied")
         assert db.freshness is not None
         assert db.freshness.valid is not None
@@ -411,7 +418,7 @@ def test_context_manager_stops_threads_of_every_namespace(
     server: FakeApiServer, ns: FakeNamespace
 ) -> None:
     other = FakeNamespace(server, "shop")
-    other.put("services", svc("cart", namespace="shop", headless=False))
+    put_backed(other, svc("cart", namespace="shop", headless=False))
     with make(server) as d:
         d.discover("db")
         d.discover("cart.shop")
@@ -507,7 +514,7 @@ def test_after_close_lookups_read_directly_and_start_no_threads(
 def test_watched_namespaces_are_capped(server: FakeApiServer, ns: FakeNamespace) -> None:
     others = [FakeNamespace(server, f"ns{i}") for i in range(3)]
     for i, other in enumerate(others):
-        other.put("services", svc("web", namespace=f"ns{i}", headless=False))
+        put_backed(other, svc("web", namespace=f"ns{i}", headless=False))
     with make(server, attrs.evolve(FAST, max_namespaces=2)) as d:
         for i in range(3):
             d.discover(f"web.ns{i}")

@@ -142,6 +142,10 @@ def services_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{namespace}/services"
 
 
+#: Services of every namespace (a cluster-wide LIST: a ClusterRole grants it).
+ALL_SERVICES_PATH = "/api/v1/services"
+
+
 def slices_path(namespace: str) -> str:
     return f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
 
@@ -443,19 +447,33 @@ def answer_without_slices(query: Query, info: ServiceInfo) -> Resolution | Miss 
     if not ok:
         return no_port(query, ports)
 
-    if not info.headless and not query.backends:
-        return Resolution(
-            service=service,
-            kind=info.kind,
-            endpoints=tuple(
-                Endpoint(host=ip, port=chosen.port if chosen else None) for ip in info.cluster_ips
-            ),
-            ports=ports,
-            port=chosen,
-            source="api",
-            traffic_distribution=info.traffic_distribution,
-        )
+    if (
+        not info.headless
+        and not query.backends
+        and (query.include_not_ready or info.publish_not_ready)
+    ):
+        # Whether anything behind the ClusterIP is ready is not asked: the answer
+        # is the ClusterIP alone. Otherwise the slices tell (``answer_from_merged``).
+        return cluster_ip_answer(query, info)
     return None
+
+
+def cluster_ip_answer(query: Query, info: ServiceInfo) -> Resolution:
+    """A ClusterIP (NodePort, LoadBalancer) Service's answer: its ClusterIPs with the
+    Service port. Also the answer when its slices could not be read (a Role without
+    ``list`` on EndpointSlices): then, as with DNS, readiness is not known."""
+    chosen = chosen_port(query, info)
+    return Resolution(
+        service=query.service,
+        kind=info.kind,
+        endpoints=tuple(
+            Endpoint(host=ip, port=chosen.port if chosen else None) for ip in info.cluster_ips
+        ),
+        ports=info.ports,
+        port=chosen,
+        source="api",
+        traffic_distribution=info.traffic_distribution,
+    )
 
 
 def chosen_port(query: Query, info: ServiceInfo) -> ServicePort | None:
@@ -474,12 +492,25 @@ def answer_from_merged(
     merged (``SliceMerge``), when ``answer_without_slices`` gave None. ``unserved``:
     endpoints left out because their slice does not serve the port."""
     service = query.service
-    what = "headless Service" if info.headless else "Service (its pods)"
+    behind_ip = not info.headless and not query.backends
+    what = (
+        "headless Service"
+        if info.headless
+        else f"{info.kind.value} Service"
+        if behind_ip
+        else "Service (its pods)"
+    )
     chosen = chosen_port(query, info)
     if query.include_not_ready or info.publish_not_ready:
         endpoints = everything
+    elif behind_ip:
+        # kube-proxy sends ClusterIP traffic to ready endpoints, and to serving
+        # (terminating) ones when none is ready.
+        endpoints = tuple(ep for ep in everything if ep.ready or ep.serving)
     else:
         endpoints = tuple(ep for ep in everything if ep.ready)
+    if endpoints and behind_ip:
+        return cluster_ip_answer(query, info)
     if not endpoints:
         label = chosen.label if chosen else "its port"
         detail = (

@@ -26,11 +26,13 @@ from kdisco._k8s import routes
 from kdisco._k8s.client import KubeClient, What, continue_token, parse_list, parse_object
 from kdisco._k8s.informer import WatchCache
 from kdisco._k8s.objects import (
+    ALL_SERVICES_PATH,
     SERVICE_NAME_LABEL,
     Json,
     ServiceInfo,
     SliceInfo,
     answer_without_slices,
+    cluster_ip_answer,
     list_items,
     no_port,
     resolve_steps,
@@ -113,6 +115,7 @@ class ApiStrategy:
         self._not_applicable: str | None = None
         self._mode = "injected client" if client_factory else self._pick_mode()
         after_fork_in_child(self._after_fork)
+        self._elsewhere = _Elsewhere(clock)
         #: Where the watch cache publishes changes (a Discoverer listens here).
         self.notifier = notifier if notifier is not None else Notifier()
         self._watch: WatchCache | None = (
@@ -259,6 +262,13 @@ class ApiStrategy:
         if self._watch is None:
             return self._direct(query, deadline)
         cached = self._watch.lookup(query, deadline)
+        if isinstance(cached, Miss) and cached.outcome is Outcome.NOT_FOUND:
+            known = self._elsewhere.get(query)
+            if known is not None:
+                return known
+            return self._elsewhere.put(
+                query, self._drive(not_found(query, cached.reason), deadline)
+            )
         if cached is not None:
             return cached
         try:
@@ -276,6 +286,12 @@ class ApiStrategy:
         if self._watch is None:
             return await self._adirect(query, deadline)
         cached = await self._watch.alookup(query, deadline)
+        if isinstance(cached, Miss) and cached.outcome is Outcome.NOT_FOUND:
+            known = self._elsewhere.get(query)
+            if known is not None:
+                return known
+            found = await self._adrive(not_found(query, cached.reason), deadline)
+            return self._elsewhere.put(query, found)
         if cached is not None:
             return cached
         try:
@@ -305,15 +321,24 @@ class ApiStrategy:
         return zone if isinstance(zone, str) and zone else None
 
     def _direct(self, query: Query, deadline: Deadline) -> Resolution | Miss:
-        """GET the Service, then LIST its slices when headless (``direct_read``)."""
+        """GET the Service, then LIST its slices (``direct_read``)."""
+        return self._drive(direct_read(query, _SLICE_PAGE), deadline)
+
+    def _drive(self, plan: DirectRead, deadline: Deadline) -> Resolution | Miss:
+        """Make a plan's requests with the sync client. A refused or failed request
+        is thrown into the plan: it decides whether it can do without the answer."""
         client = self._api_client(deadline)
-        plan = direct_read(query, _SLICE_PAGE)
         try:
             step = next(plan)
             while True:
-                body = None
-                if step is not PAUSE:
+                if step is PAUSE:
+                    step = plan.send(None)
+                    continue
+                try:
                     body = client.get_body(step.path, step.query, deadline, step.what)
+                except (AccessDenied, TransientError) as exc:
+                    step = plan.throw(exc)
+                    continue
                 step = plan.send(body)
         except StopIteration as done:
             answer: Resolution | Miss = done.value
@@ -324,18 +349,25 @@ class ApiStrategy:
     async def _adirect(self, query: Query, deadline: Deadline) -> Resolution | Miss:
         """``_direct`` on the loop: the same plan, aiohttp's requests, smaller pages,
         and the loop runs at every ``PAUSE``."""
+        return await self._adrive(direct_read(query, ASYNC_SLICE_PAGE), deadline)
+
+    async def _adrive(self, plan: DirectRead, deadline: Deadline) -> Resolution | Miss:
+        """``_drive`` with the loop's aiohttp client."""
         import asyncio
 
         client = self._loop_client(await self._aapi_client(deadline))
-        plan = direct_read(query, ASYNC_SLICE_PAGE)
         try:
             step = next(plan)
             while True:
-                body = None
                 if step is PAUSE:
                     await asyncio.sleep(0)
-                else:
+                    step = plan.send(None)
+                    continue
+                try:
                     body = await client.get_body(step.path, step.query, deadline, step.what)
+                except (AccessDenied, TransientError) as exc:
+                    step = plan.throw(exc)
+                    continue
                 step = plan.send(body)
         except StopIteration as done:
             answer: Resolution | Miss = done.value
@@ -381,16 +413,63 @@ def direct_read(query: Query, page_size: int) -> DirectRead:
     get = Get(service_path(ns, name), (), ("get", "services", ns))
     body = yield get
     if body is None:
-        return Miss(Outcome.NOT_FOUND, f"the API has no Service {name!r} in namespace {ns!r}")
+        return (yield from not_found(query, f"the API has no Service {name!r} in namespace {ns!r}"))
     info = ServiceInfo.from_json(parse_object(body, get.what))
     if query.reach == "external" and info.type != "ExternalName":
         return (yield from external_read(query, info, page_size))
     early = answer_without_slices(query, info)
     if early is not None:
         return early
-    slices = yield from list_slices(query, info, page_size)
+    if info.headless or query.backends:
+        slices = yield from list_slices(query, info, page_size)
+    else:
+        # The slices tell whether anything behind the ClusterIP is ready. A Role
+        # without ``list`` on EndpointSlices still gets the ClusterIP, as from DNS:
+        # readiness is then not known.
+        try:
+            slices = yield from list_slices(query, info, page_size)
+        except AccessDenied:
+            return cluster_ip_answer(query, info)
     # (resolve_steps pauses by yielding None: PAUSE.)
     return (yield from resolve_steps(query, info, lambda: slices))
+
+
+#: How many other namespaces a "not found" names, at most.
+ELSEWHERE_LIMIT = 10
+#: How long the watch cache's "not found" reuses what was found in other namespaces.
+ELSEWHERE_TTL = 30.0
+#: How many missing names that memory holds.
+ELSEWHERE_KEPT = 256
+
+
+def not_found(query: Query, reason: str) -> DirectRead:
+    """The API's "no such Service" (decisive: the API holds every Service), and the
+    namespaces where a Service of that name does exist, when this client may list
+    Services cluster-wide (most applications may not: then the miss says nothing
+    more). A failed or refused look elsewhere never turns the miss into an error."""
+    name, ns = query.service.name, query.service.namespace
+    what = ("list", "services", "")
+    try:
+        body = yield Get(
+            ALL_SERVICES_PATH,
+            (("fieldSelector", f"metadata.name={name}"), ("limit", str(ELSEWHERE_LIMIT + 1))),
+            what,
+        )
+        page = {} if body is None else (yield from parse_list(body, what))
+    except (AccessDenied, TransientError):
+        return Miss(Outcome.NOT_FOUND, reason, decisive=True)
+    found = sorted(
+        {
+            str(item["metadata"]["namespace"])
+            for item in list_items(page, "ServiceList")
+            if isinstance(item.get("metadata"), dict) and item["metadata"].get("namespace")
+        }
+        - {ns}
+    )[:ELSEWHERE_LIMIT]
+    if found:
+        where = ", ".join(repr(n) for n in found)
+        reason = f"{reason}; a Service {name!r} exists in namespace {where}"
+    return Miss(Outcome.NOT_FOUND, reason, decisive=True, elsewhere=found)
 
 
 def list_slices(
@@ -512,6 +591,29 @@ def _explained_denial() -> Iterator[None]:
             namespace=exc.namespace,
             status=exc.status,
         ) from exc
+
+
+class _Elsewhere:
+    """What ``not_found`` found for a name the watch cache has no Service for, kept for
+    ``ELSEWHERE_TTL`` seconds: the cache answers "not found" without a request, and
+    the look into other namespaces (a request) is made once in that time, not once
+    per lookup of a missing name."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, Resolution | Miss]] = {}
+
+    def get(self, query: Query) -> Resolution | Miss | None:
+        seen = self._seen.get((query.service.namespace, query.service.name))
+        if seen is None or self._clock() - seen[0] > ELSEWHERE_TTL:
+            return None
+        return seen[1]
+
+    def put(self, query: Query, result: Resolution | Miss) -> Resolution | Miss:
+        if len(self._seen) >= ELSEWHERE_KEPT:
+            self._seen.clear()  # names that do not exist are not worth an LRU
+        self._seen[(query.service.namespace, query.service.name)] = (self._clock(), result)
+        return result
 
 
 class _Building:

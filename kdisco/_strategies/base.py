@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -22,6 +23,10 @@ _MISS_OUTCOMES = frozenset(
 )
 
 
+def _as_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class Miss:
     """A strategy's definitive "no answer from me", with the reason.
@@ -33,21 +38,33 @@ class Miss:
     Args:
         outcome: Which kind of "no" (an `Outcome`, one of those above).
         reason: Why, in words: it ends up in the `Attempt` and in error messages.
+        decisive: A NOT_FOUND from a source that publishes every Service (cluster
+            DNS's NXDOMAIN, the API's 404): it outranks another strategy's refusal
+            (`kdisco.AccessDenied`) in the error raised, so a typo is reported as a
+            missing Service, not as missing permissions. Default False.
+        elsewhere: With NOT_FOUND: other namespaces where a Service of the same name
+            exists, when the strategy could see them; the error's first line names
+            them. Default none.
 
     Attributes:
         outcome: Which kind of "no".
         reason: Why.
+        decisive: Whether the source is authoritative for this "not found".
+        elsewhere: Namespaces where the same name exists.
 
     Raises:
         ValueError: ``outcome`` is not one a miss can have (ANSWERED, FAILED...).
 
     Example:
         >>> kdisco.Miss(kdisco.Outcome.NOT_FOUND, "no entry for cart.shop")
-        Miss(outcome=<Outcome.NOT_FOUND: 'not found'>, reason='no entry for cart.shop')
+        Miss(outcome=<Outcome.NOT_FOUND: 'not found'>, reason='no entry for cart.shop', \
+decisive=False, elsewhere=())
     """
 
     outcome: Outcome = attrs.field()
     reason: str
+    decisive: bool = attrs.field(default=False, kw_only=True)
+    elsewhere: tuple[str, ...] = attrs.field(default=(), kw_only=True, converter=_as_tuple)
 
     @outcome.validator
     def _check(self, _: attrs.Attribute[Outcome], value: Outcome) -> None:

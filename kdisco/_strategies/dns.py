@@ -364,6 +364,9 @@ def _nxdomain(fqdn: str) -> Miss:
     return Miss(
         Outcome.NOT_FOUND,
         f"NXDOMAIN for {fqdn} (no such Service, or a headless Service with no ready endpoints)",
+        # Cluster DNS publishes every Service: its NXDOMAIN outranks the api
+        # strategy's refusal in the error (a typo is not a missing Role rule).
+        decisive=True,
     )
 
 

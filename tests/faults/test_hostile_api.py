@@ -27,6 +27,7 @@ from tests._helpers_api import (
     Reply,
     client_for,
     eps_slice,
+    put_backed,
     svc,
 )
 from tests.test_watchcache import hosts, informer, make, wait_until
@@ -117,7 +118,7 @@ def ns(server: FakeApiServer) -> FakeNamespace:
     fake = FakeNamespace(server)
     fake.put("services", svc("db"))
     fake.put("endpointslices", eps_slice("db-a", "db", ["192.0.2.1", "192.0.2.2"]))
-    fake.put("services", svc("web", headless=False))
+    put_backed(fake, svc("web", headless=False))
     return fake
 
 
@@ -140,8 +141,7 @@ def test_one_malformed_service_leaves_the_rest_of_the_namespace_cached(
             d.clear_cache()
         assert len(server.requests) == before
         # Fixed upstream: the next event makes it answerable.
-        good = svc("broken", headless=False)
-        ns.put("services", good)
+        put_backed(ns, svc("broken", headless=False))
         wait_until(lambda: _answers(d, "broken"), "repaired")
 
 
@@ -181,7 +181,7 @@ def test_objects_of_another_namespace_are_not_cached(
         foreign = svc("intruder", namespace="elsewhere", headless=False)
         foreign["metadata"]["resourceVersion"] = str(ns.rv + 1)
         ns.send("services", {"type": "ADDED", "object": foreign})
-        ns.put("services", svc("marker", headless=False))
+        put_backed(ns, svc("marker", headless=False))
         wait_until(lambda: _answers(d, "marker"), "events applied")
         d.clear_cache()
         with pytest.raises(kdisco.ServiceNotFound):
@@ -199,7 +199,7 @@ def test_an_older_version_arriving_late_does_not_win(
         stale = eps_slice("db-a", "db", ["192.0.2.1"])
         stale["metadata"]["resourceVersion"] = "101"  # long before the one applied
         ns.send("endpointslices", {"type": "MODIFIED", "object": stale})
-        ns.put("services", svc("marker", headless=False))
+        put_backed(ns, svc("marker", headless=False))
         wait_until(lambda: _answers(d, "marker"), "events applied")
         assert hosts(d.discover("db")) == {"192.0.2.9"}
 
