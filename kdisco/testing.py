@@ -64,7 +64,8 @@ class FakeResolver(_static.StaticStrategy):
       ``backends`` of a ClusterIP are not applicable.
     - ``"env"``: the kubelet's variables of a pod in ``pod_namespace``: only
       ClusterIP Services of that namespace, with their ClusterIP and ports, marked
-      ``snapshot``; nothing about readiness; headless Services are not found.
+      ``snapshot``; nothing about readiness; headless Services are not found. (As in
+      every pod, the ``kubernetes`` Service's variables are there too.)
     - ``"api"``: the Service and its EndpointSlices: ports known, readiness known,
       `kdisco.NoReadyEndpoints` when no pod is ready (a ClusterIP Service too).
 
@@ -134,7 +135,9 @@ class FakeResolver(_static.StaticStrategy):
                 f"not {mode!r}"
             )
         try:
-            self._pod_namespace = _names.check_namespace(pod_namespace or "default")
+            self._pod_namespace = _names.check_namespace(
+                "default" if pod_namespace is None else pod_namespace
+            )
         except (_exceptions.InvalidServiceName, AttributeError, TypeError):
             raise _exceptions.ConfigurationError(
                 f"FakeResolver pod_namespace={pod_namespace!r} is not a namespace name"
