@@ -495,3 +495,25 @@ def test_in_a_pod_the_caller_is_its_own_pod(
     check = eventually(evaluated)  # RBAC catches up with the bindings
     assert any(f"{front!r}'s labels are unknown" in d for d in check.details)
     assert any("policy 'ui-only' admits" in d for d in check.details)
+
+
+def test_an_external_name_has_no_pods_and_dns_agrees(
+    lab_info: Any, cluster: Cluster, shop: str
+) -> None:
+    cluster.service(shop, "outside", external_name="db.example.test", ports=[port(5432, "pg")])
+
+    def agreed() -> dict[str, Check]:
+        _, found = diagnose(admin(lab_info, shop), "outside", dns=True)
+        assert found["agreement"].status is Status.PASSED, found["agreement"]
+        return found
+
+    found = eventually(agreed)  # CoreDNS sees the new Service through its watch
+    assert found["service"].summary == (
+        f"Service 'outside' in namespace '{shop}': ExternalName for db.example.test, ports pg=5432"
+    )
+    assert found["agreement"].summary == (
+        "DNS and the API agree on the external name: db.example.test"
+    )
+    for name in ("pods", "endpointslices", "networkpolicy"):
+        assert found[name].status is Status.PASSED
+        assert found[name].summary.startswith("does not apply: an ExternalName Service")
