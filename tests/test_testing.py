@@ -665,6 +665,17 @@ def test_a_name_not_in_the_map_is_missed_as_the_source_would(mode: str) -> None:
     assert result.outcome is Outcome.NOT_FOUND
 
 
+def test_mode_api_says_no_ready_endpoints_for_a_cluster_ip_with_nothing_ready() -> None:
+    # The quickstart tells users to catch NoReadyEndpoints for a Service whose pods
+    # are down; in mode "api" the fake raises it for a ClusterIP Service too.
+    down = ep("10.1.0.7", ready=False, serving=False)
+    fake = FakeResolver({"web": {"cluster_ip": "10.96.0.21", "endpoints": [down]}}, mode="api")
+    with override(fake), pytest.raises(kdisco.NoReadyEndpoints):
+        kdisco.discover("web")
+    with override(FakeResolver({"web": ["10.96.0.21:80"]}, mode="api")):
+        assert kdisco.discover("web").first().address == "10.96.0.21:80"
+
+
 # -- modes, as a test meets them ---------------------------------------------------------
 
 
