@@ -21,10 +21,9 @@ from typing import Any
 
 from kdisco._exceptions import ConfigurationError, InvalidServiceName
 from kdisco._k8s.netpol import Peer
-from kdisco._names import Query, check_namespace
+from kdisco._names import Query, check_namespace, parse_query
 from kdisco._settings import DEFAULT_RESOLV_CONF, Settings
 
-from . import cluster, local
 from .context import DEFAULT_STEP_TIMEOUT, Context
 from .report import Check, Report, Status
 
@@ -91,6 +90,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def parse_name(
+    raw_name: str, *, namespace: str | None, port: str | None, settings: Settings
+) -> tuple[Query | None, str | None]:
+    """The user's name as kdisco would parse it, or None and why it is invalid.
+
+    Args:
+        raw_name: The name as typed.
+        namespace: ``--namespace``, or None.
+        port: ``--port``, or None.
+        settings: For the default namespace and the cluster domain.
+
+    Returns:
+        tuple: The query (or None) and the error message (or None).
+    """
+    try:
+        query = parse_query(
+            raw_name,
+            namespace=namespace,
+            default_namespace=settings.namespace,
+            cluster_domain=settings.cluster_domain,
+            port=port,
+        )
+    except InvalidServiceName as exc:
+        return None, exc.message
+    return query, None
+
+
+def namespace_source(raw_name: str, namespace: str | None, settings: Settings) -> str:
+    """Where the namespace of ``raw_name`` comes from, in words.
+
+    Args:
+        raw_name: The name as typed.
+        namespace: ``--namespace``, or None.
+        settings: The settings, whose ``sources`` say where their namespace came from.
+
+    Returns:
+        str: e.g. ``the name``, ``--namespace``, ``the pod's service account (...)``.
+    """
+    if "." in raw_name.partition(":")[0].rstrip("."):
+        return "the name"
+    if namespace is not None:
+        return "--namespace"
+    where = settings.sources.get("namespace", "default")
+    if where == "default":
+        return "the default (no namespace given, not in a pod, no kubeconfig namespace)"
+    if where == "POD_NAMESPACE":
+        return "the pod's POD_NAMESPACE (downward API)"
+    if where.startswith("kubeconfig"):
+        return f"the {where}"
+    if where == "argument":
+        return "the namespace setting"
+    if where == "KDISCO_NAMESPACE":
+        return where
+    return f"the pod's service account ({where})"
+
+
 def build_context(
     args: argparse.Namespace, settings: Settings, resolv_conf: str = DEFAULT_RESOLV_CONF
 ) -> Context:
@@ -108,7 +163,7 @@ def build_context(
         Context: Ready for `diagnose`.
     """
     namespace = getattr(args, "namespace", None)
-    query, error = local.parse_name(
+    query, error = parse_name(
         args.name, namespace=namespace, port=getattr(args, "port", None), settings=settings
     )
     timeout = getattr(args, "timeout", None)
@@ -116,7 +171,7 @@ def build_context(
         settings=settings,
         query=query,
         raw_name=args.name,
-        namespace_source=local.namespace_source(args.name, namespace, settings),
+        namespace_source=namespace_source(args.name, namespace, settings),
         probe=bool(getattr(args, "probe", False)),
         step_timeout=float(timeout) if timeout else DEFAULT_STEP_TIMEOUT,
         caller=_caller(args, settings, query),
@@ -161,6 +216,10 @@ def diagnose(ctx: Context) -> Report:
     Returns:
         Report: Every check's result.
     """
+    # Imported here, not at the top: ``kdisco --help`` builds this command's parser
+    # and should not load DNS and API machinery to print it.
+    from . import cluster, local
+
     checks = [
         *_guarded("local", local.before, ctx),
         *_guarded("cluster", cluster.checks, ctx),

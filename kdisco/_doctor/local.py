@@ -22,7 +22,6 @@ from kdisco._exceptions import (
     ConfigurationError,
     DiscoveryError,
     DiscoveryTimeout,
-    InvalidServiceName,
     NoReadyEndpoints,
     NotReachable,
     PortNotFound,
@@ -103,62 +102,6 @@ def after(ctx: Context) -> Iterator[Check]:
 
 
 # -- before ---------------------------------------------------------------------------
-
-
-def parse_name(
-    raw_name: str, *, namespace: str | None, port: str | None, settings: Settings
-) -> tuple[Query | None, str | None]:
-    """The user's name as kdisco would parse it, or None and why it is invalid.
-
-    Args:
-        raw_name: The name as typed.
-        namespace: ``--namespace``, or None.
-        port: ``--port``, or None.
-        settings: For the default namespace and the cluster domain.
-
-    Returns:
-        tuple: The query (or None) and the error message (or None).
-    """
-    try:
-        query = parse_query(
-            raw_name,
-            namespace=namespace,
-            default_namespace=settings.namespace,
-            cluster_domain=settings.cluster_domain,
-            port=port,
-        )
-    except InvalidServiceName as exc:
-        return None, exc.message
-    return query, None
-
-
-def namespace_source(raw_name: str, namespace: str | None, settings: Settings) -> str:
-    """Where the namespace of ``raw_name`` comes from, in words.
-
-    Args:
-        raw_name: The name as typed.
-        namespace: ``--namespace``, or None.
-        settings: The settings, whose ``sources`` say where their namespace came from.
-
-    Returns:
-        str: e.g. ``the name``, ``--namespace``, ``the pod's service account (...)``.
-    """
-    if "." in raw_name.partition(":")[0].rstrip("."):
-        return "the name"
-    if namespace is not None:
-        return "--namespace"
-    where = settings.sources.get("namespace", "default")
-    if where == "default":
-        return "the default (no namespace given, not in a pod, no kubeconfig namespace)"
-    if where == "POD_NAMESPACE":
-        return "the pod's POD_NAMESPACE (downward API)"
-    if where.startswith("kubeconfig"):
-        return f"the {where}"
-    if where == "argument":
-        return "the namespace setting"
-    if where == "KDISCO_NAMESPACE":
-        return where
-    return f"the pod's service account ({where})"
 
 
 def name_check(ctx: Context) -> Check:
