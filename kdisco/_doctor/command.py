@@ -79,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from-namespace",
         type=_namespace_flag,
+        metavar="NAMESPACE",
         help="the client's namespace, for the NetworkPolicy check (default: this pod's "
         "when in one; with --from-labels alone, else the Service's)",
     )
