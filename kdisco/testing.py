@@ -67,7 +67,8 @@ class FakeResolver(_static.StaticStrategy):
       ``snapshot``; nothing about readiness; headless Services are not found. (As in
       every pod, the ``kubernetes`` Service's variables are there too.)
     - ``"api"``: the Service and its EndpointSlices: ports known, readiness known,
-      `kdisco.NoReadyEndpoints` when no pod is ready (a ClusterIP Service too).
+      `kdisco.NoReadyEndpoints` when no pod is ready (behind a ClusterIP: none ready
+      or still serving while terminating, as kube-proxy routes).
 
     In these modes an entry is a Service: ``"cluster_ip"`` (one address, or a list of
     one per family) makes it a ClusterIP Service whose pods are the ``endpoints``;
