@@ -262,6 +262,8 @@ class FakeResolver(_static.StaticStrategy):
     def _as_env(self, query: _names.Query, deadline: _deadline.Deadline) -> _Answer:
         """The env strategy itself, reading the variables the kubelet would write for
         the map's ClusterIP Services in the pod's namespace."""
+        # Taken before the map is read: a change in between makes the answer invalid.
+        freshness = self._find(query.service)[1]
         own: dict[str, _static.Entry] = {}
         for (svc, ns), entry in sorted(self._all().items(), key=lambda kv: kv[0][1] is not None):
             if ns in (None, self._pod_namespace):
@@ -270,7 +272,7 @@ class FakeResolver(_static.StaticStrategy):
         for svc, entry in own.items():
             environ.update(_Shape.of(svc, entry, "env").kubelet_variables(svc))
         answer = _env.EnvStrategy(environ, namespace=self._pod_namespace).lookup(query, deadline)
-        return self._stamped(answer, self._find(query.service)[1])
+        return self._stamped(answer, freshness)
 
 
 @_attrs.frozen(kw_only=True)
