@@ -20,6 +20,7 @@ import attrs
 from ._attempts import Attempt, Outcome
 from ._deadline import Deadline
 from ._exceptions import (
+    API_SAID,
     AccessDenied,
     DiscoveryError,
     DiscoveryTimeout,
@@ -396,7 +397,9 @@ class ChainRun:
         if Outcome.DENIED in outcomes:
             denied = next(e for e in self._errors.values() if isinstance(e, AccessDenied))
             return AccessDenied(
-                f"{what}: the Kubernetes API refused: {denied.permission}",
+                # The refusal and the rule that fixes it; the API's own words (long,
+                # and quoting the user) stay in the attempt.
+                f"{what}: {denied.message.partition(API_SAID)[0]}",
                 verb=denied.verb,
                 resource=denied.resource,
                 namespace=denied.namespace,

@@ -133,6 +133,11 @@ class NotReachable(DiscoveryError):
     or Ingress route."""
 
 
+#: Where an `AccessDenied` message quotes the API's own words (after the permission
+#: and the rule that grants it): error headlines stop there.
+API_SAID = "; the API said: "
+
+
 class AccessDenied(DiscoveryError, PermissionError):
     """The Kubernetes API refused the request (401 or 403).
 

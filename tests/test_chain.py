@@ -97,7 +97,8 @@ NOT_APPLICABLE = Miss(Outcome.NOT_APPLICABLE, "not in a cluster")
 NO_PORT = Miss(Outcome.NO_SUCH_PORT, "no port 'grpc' (ports: http=80)")
 NO_READY = Miss(Outcome.NO_READY_ENDPOINTS, "3 endpoints, none ready")
 DENIED = AccessDenied(
-    "forbidden: needs 'get' on 'services'",
+    "forbidden: needs 'get' on 'services' in namespace 'billing' (a Role rule: ...); "
+    "the API said: User 'system:anonymous' cannot get services",
     verb="get",
     resource="services",
     namespace="billing",
@@ -219,11 +220,11 @@ def test_access_denied_keeps_the_missing_permission(clock: FakeClock) -> None:
 def test_access_denied_headline_names_the_one_missing_permission(clock: FakeClock) -> None:
     err = fail([Scripted("dns", NOT_FOUND), Scripted("api", DENIED)], clock)
     assert err.message == (
-        "payments.billing (payments.billing.svc.cluster.local.): the Kubernetes API "
-        "refused: needs 'get' on 'services' in namespace 'billing'"
+        "payments.billing (payments.billing.svc.cluster.local.): "
+        "forbidden: needs 'get' on 'services' in namespace 'billing' (a Role rule: ...)"
     )
     # The API's own words stay in the attempt, once.
-    assert str(err).count(DENIED.message) == 1
+    assert str(err).count("User 'system:anonymous' cannot get") == 1
 
 
 def test_nxdomain_and_a_refusal_is_not_found_naming_both(clock: FakeClock) -> None:

@@ -20,7 +20,7 @@ import attrs
 
 from kdisco._attempts import Outcome
 from kdisco._deadline import Clock, Deadline
-from kdisco._exceptions import AccessDenied, ConfigurationError, TransientError
+from kdisco._exceptions import API_SAID, AccessDenied, ConfigurationError, TransientError
 from kdisco._forksafe import after_fork_in_child
 from kdisco._k8s import routes
 from kdisco._k8s.client import KubeClient, What, continue_token, parse_list, parse_object
@@ -582,10 +582,13 @@ def _explained_denial() -> Iterator[None]:
     try:
         yield
     except AccessDenied as exc:
+        # Said before the API's own words, so that it stays in the error's headline.
+        refused, said, api_words = exc.message.partition(API_SAID)
         raise AccessDenied(
-            f"{exc.message}; reach='external' reads the Service's Ingresses and its "
+            f"{refused}; reach='external' reads the Service's Ingresses and its "
             "nodes (a ClusterRole: get/list on nodes) to find a way in from outside the "
-            "cluster (see 'Permissions' in the README), or ask with reach='cluster'",
+            "cluster (see 'Permissions' in the README), or ask with reach='cluster'"
+            f"{said}{api_words}",
             verb=exc.verb,
             resource=exc.resource,
             namespace=exc.namespace,

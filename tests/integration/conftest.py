@@ -88,6 +88,8 @@ DB_READY = {
 }
 #: db-3: not ready, and terminating (deleted while it holds a finalizer).
 DB_NOT_READY = ("192.0.2.14", "db-3")
+#: The ``app`` Services with a ClusterIP and one Pod behind it (192.0.2.60 on).
+BACKED = ("single", "dns-like", "np", "lb", "dual")
 #: More Pods than one EndpointSlice holds (100): the controller makes two slices.
 BIG_ENDPOINTS = 120
 #: The hand-written "moving" Service's endpoints: (address, hostname); 192.0.2.82 is
@@ -160,10 +162,19 @@ def app(cluster: Cluster, nodes: dict[str, tuple[str, str, str]]) -> str:
     )
     for i in (1, 2):
         cluster.pod(ns, f"web-{i}", labels={"app": "web"}, node="node-1", ip=f"192.0.2.5{i}")
-    cluster.service(ns, "single", ports=[port(5432)])
-    cluster.service(ns, "dns-like", ports=[port(53, "dns", protocol="UDP"), port(53, "dns-tcp")])
-    cluster.service(ns, "np", type="NodePort", ports=[port(8443, "https")])
-    cluster.service(ns, "lb", type="LoadBalancer", ports=[port(443, "https")])
+    # Services with a ClusterIP, each with one ready Pod behind it (the api strategy
+    # reads their slices to tell whether anything behind the ClusterIP is ready).
+    cluster.service(ns, "single", ports=[port(5432)], selector={"app": "single"})
+    cluster.service(
+        ns,
+        "dns-like",
+        ports=[port(53, "dns", protocol="UDP"), port(53, "dns-tcp")],
+        selector={"app": "dns-like"},
+    )
+    cluster.service(ns, "np", type="NodePort", ports=[port(8443, "https")], selector={"app": "np"})
+    cluster.service(
+        ns, "lb", type="LoadBalancer", ports=[port(443, "https")], selector={"app": "lb"}
+    )
     cluster.set_load_balancer_ip(ns, "lb", "203.0.113.7")
     cluster.service(
         ns,
@@ -171,7 +182,10 @@ def app(cluster: Cluster, nodes: dict[str, tuple[str, str, str]]) -> str:
         ports=[port(80, "http")],
         ip_family_policy="RequireDualStack",
         ip_families=["IPv4", "IPv6"],
+        selector={"app": "dual"},
     )
+    for i, name in enumerate(BACKED):
+        cluster.pod(ns, f"{name}-0", labels={"app": name}, node="node-1", ip=f"192.0.2.6{i}")
 
     cluster.service(
         ns,
@@ -246,6 +260,8 @@ def app(cluster: Cluster, nodes: dict[str, tuple[str, str, str]]) -> str:
     cluster.service(ns, "loop-b", external_name=f"loop-a.{ns}.svc.cluster.local")
 
     converged(cluster, ns, "web", ["192.0.2.51", "192.0.2.52"])
+    for i, name in enumerate(BACKED):
+        converged(cluster, ns, name, [f"192.0.2.6{i}"])
     converged(cluster, ns, "db", {a for a, _ in DB_READY} | {DB_NOT_READY[0]})
     converged(cluster, ns, "idle", ["192.0.2.21"])
     converged(cluster, ns, "big", [big_address(i) for i in range(1, BIG_ENDPOINTS + 1)])

@@ -34,6 +34,8 @@ from tests.test_guides import manifests
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "in-a-pod.md"
 #: The Node the guide's pod runs on here (the session's ``nodes`` fixture), and its zone.
 NODE, ZONE = "node-1", "zone-a"
+#: The pod behind cart (an address only, never connected to).
+CART_POD = "192.0.2.96"
 PAYMENTS_POD = "192.0.2.71"
 
 
@@ -82,8 +84,12 @@ def applied(cluster: Cluster, nodes: dict[str, tuple[str, str, str]]) -> Iterato
         for doc in docs:
             _create(cluster, doc)
         # The Services the guide's application looks up: cart in its own namespace,
-        # payments in billing, with a ready pod behind it.
-        cluster.service(shop, "cart", ports=[port(80, "http", target=8080)])
+        # payments in billing, each with a ready pod behind it.
+        cluster.service(
+            shop, "cart", ports=[port(80, "http", target=8080)], selector={"app": "cart"}
+        )
+        cluster.pod(shop, "cart-0", labels={"app": "cart"}, node=NODE, ip=CART_POD)
+        converged(cluster, shop, "cart", [CART_POD])
         cluster.service(
             billing,
             "payments",
@@ -233,5 +239,10 @@ def test_a_role_in_one_namespace_does_not_reach_another(
             d.discover(f"payments.{applied.billing}", port="http")
     quoted = re.search(r"\*\*`(AccessDenied: [^`]*)`\.\*\*", GUIDE.read_text())
     assert quoted is not None, "the guide no longer quotes the message"
-    expected = quoted[1].split("...")[0].replace("'billing'", repr(applied.billing))
+    expected = (
+        quoted[1]
+        .split("...")[0]
+        .replace("'billing'", repr(applied.billing))
+        .replace("payments.billing", f"payments.{applied.billing}")
+    )
     assert f"AccessDenied: {caught.value.message}".startswith(expected)

@@ -24,13 +24,15 @@ from kdisco._cli import main
 from kdisco.aio import AsyncDiscoverer
 from lab.kube import incluster_env
 from lab.objects import Cluster, ingress_path, ingress_rule, port
-from tests.integration.conftest import eventually
+from tests.integration.conftest import converged, eventually
 
 #: Nodes of this module's own (Nodes are cluster-wide: other modules have theirs).
 N1, N2, N3 = "reach-n1", "reach-n2", "reach-n3"
 N1_EXTERNAL, N2_INTERNAL = "203.0.113.201", "192.0.2.202"
 LB_IP, LB_HOST = "203.0.113.50", "lb.example.test"
 INGRESS_IP = "198.51.100.80"
+#: Services with one ready pod behind them (192.0.2.32 on).
+BACKED = ("lb", "pending", "np", "web", "internal")
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +43,14 @@ def outside(cluster: Cluster) -> Iterator[str]:
     cluster.node(N3, internal_ip="192.0.2.203", ready=False)
     ns = cluster.namespace("reach")
 
-    cluster.service(ns, "lb", type="LoadBalancer", ports=[port(443, "https")])
+    cluster.service(
+        ns, "lb", type="LoadBalancer", ports=[port(443, "https")], selector={"app": "lb"}
+    )
     cluster.set_load_balancer_ingress(ns, "lb", [{"ip": LB_IP}, {"hostname": LB_HOST}])
-    cluster.service(ns, "pending", type="LoadBalancer", ports=[port(443, "https")])
-    cluster.service(ns, "np", type="NodePort", ports=[port(80, "http")])
+    cluster.service(
+        ns, "pending", type="LoadBalancer", ports=[port(443, "https")], selector={"app": "pending"}
+    )
+    cluster.service(ns, "np", type="NodePort", ports=[port(80, "http")], selector={"app": "np"})
     cluster.service(
         ns,
         "local",
@@ -55,7 +61,9 @@ def outside(cluster: Cluster) -> Iterator[str]:
     )
     cluster.pod(ns, "local-0", labels={"app": "local"}, node=N2, ip="192.0.2.31")
 
-    cluster.service(ns, "web", ports=[port(80, "http"), port(9090, "metrics")])
+    cluster.service(
+        ns, "web", ports=[port(80, "http"), port(9090, "metrics")], selector={"app": "web"}
+    )
     cluster.ingress(
         ns,
         "shop",
@@ -66,7 +74,12 @@ def outside(cluster: Cluster) -> Iterator[str]:
         tls=[{"hosts": ["shop.example.test"], "secretName": "shop-tls"}],
     )
     cluster.set_ingress_status(ns, "shop", [{"ip": INGRESS_IP}])
-    cluster.service(ns, "internal", ports=[port(5432, "pg")])
+    cluster.service(ns, "internal", ports=[port(5432, "pg")], selector={"app": "internal"})
+    # One ready pod behind each (the api strategy reads whether anything is ready).
+    for i, name in enumerate(BACKED):
+        cluster.pod(ns, f"{name}-0", labels={"app": name}, node=N1, ip=f"192.0.2.3{i + 2}")
+    for i, name in enumerate(BACKED):
+        converged(cluster, ns, name, [f"192.0.2.3{i + 2}"])
     yield ns
     cluster.delete_namespace(ns)
     for name in (N1, N2, N3):
