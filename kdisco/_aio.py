@@ -320,19 +320,22 @@ async def _discover(
 ) -> Resolution:
     """``Discoverer.discover`` with the chain awaited: the same cache, the same key."""
     key = cache_key(name, namespace, port, include_not_ready, backends, reach)
-    hit = d._cached(key)
+    started = d._started()
+    hit = d._cached(key, started)
     if hit is not None:
         return hit
+    if started is None:
+        started = d.clock()
     query, deadline = d._plan(name, namespace, port, timeout, include_not_ready, backends, reach)
     try:
         res = await run_async(
             d.strategies, query, deadline, d.settings.retry, outside=d.settings.outside
         )
     except DiscoveryError as exc:
-        return d._settle(key, exc)
+        return d._settle(key, exc, query, started)
     # Nothing is cached until the answer is whole: a task cancelled above leaves the
     # cache as it was.
-    return d._settle(key, res)
+    return d._settle(key, res, query, started)
 
 
 class AsyncWatch:

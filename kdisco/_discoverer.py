@@ -29,6 +29,9 @@ from ._strategies.base import Strategy, close_strategy
 from ._validation import parse_timeout
 from ._watch import Callback, ErrorCallback, Watch
 
+#: logging.DEBUG, without importing logging with kdisco (see ``discover``).
+_DEBUG = 10
+
 
 class Stoppable(Protocol):
     """A watch, sync or async: what ``Discoverer.close()`` stops."""
@@ -200,6 +203,11 @@ class Discoverer:
         )
         self._settings = settings
         self._clock = settings.clock
+        # Here, not at import: ``import kdisco`` loads no logging.
+        from . import _telemetry
+
+        self._telemetry = _telemetry.TELEMETRY
+        self._telemetry.instruments()
         self._cache = AnswerCache(settings.cache, settings.clock)
         self._notifier = Notifier()
         self._watches: weakref.WeakSet[Stoppable] = weakref.WeakSet()
@@ -373,9 +381,21 @@ class Discoverer:
             'http://10.0.0.5:8080'
         """
         key = cache_key(name, namespace, port, include_not_ready, backends, reach)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
+        # The hot path: while nothing listens (no metrics, no DEBUG) a cached answer
+        # costs one check more, and nothing is timed or built. ``Telemetry.quiet``,
+        # ``_started`` and ``_cached``, inlined: a call is a measurable part of it.
+        tm = self._telemetry
+        if tm.meters is None and (not tm.levels.get(_DEBUG, True) or tm.log.disabled):
+            hit = self._cache.get(key)
+            if hit is not None:
+                return hit
+            started = self._clock()
+        else:
+            started = self._clock()
+            hit = self._cache.get(key)
+            if hit is not None:
+                tm.cached(hit, started, self._clock())
+                return hit
         query, deadline = self._plan(
             name, namespace, port, timeout, include_not_ready, backends, reach
         )
@@ -388,15 +408,22 @@ class Discoverer:
                 outside=self._settings.outside,
             )
         except DiscoveryError as exc:
-            return self._cache.stale_or_raise(key, exc)
-        self._cache.put(key, res)
-        return res
+            return self._settle(key, exc, query, started)
+        return self._settle(key, res, query, started)
 
     # What ``discover`` does around the chain, shared with ``kdisco.aio``'s driver so
     # both read and fill one cache the same way.
 
-    def _cached(self, key: Hashable) -> Resolution | None:
-        return self._cache.get(key)
+    def _started(self) -> float | None:
+        """When this lookup started, if anything listens (metrics, DEBUG); else None."""
+        return None if self._telemetry.quiet() else self._clock()
+
+    def _cached(self, key: Hashable, started: float | None) -> Resolution | None:
+        """The cached answer, if any (recorded when ``started`` says to)."""
+        hit = self._cache.get(key)
+        if hit is not None and started is not None:
+            self._telemetry.cached(hit, started, self._clock())
+        return hit
 
     def _plan(
         self,
@@ -444,11 +471,22 @@ class Discoverer:
             chosen = "cluster"
         return query if chosen == "cluster" else attrs.evolve(query, reach=chosen)
 
-    def _settle(self, key: Hashable, outcome: Resolution | DiscoveryError) -> Resolution:
-        """Cache an answer, or bridge a failure with a labelled stale answer."""
+    def _settle(
+        self, key: Hashable, outcome: Resolution | DiscoveryError, query: Query, started: float
+    ) -> Resolution:
+        """Cache an answer, or bridge a failure with a labelled stale answer; either
+        way the lookup is logged and measured (``kdisco._telemetry``)."""
+        tm = self._telemetry
         if isinstance(outcome, DiscoveryError):
-            return self._cache.stale_or_raise(key, outcome)
+            try:
+                stale = self._cache.stale_or_raise(key, outcome)
+            except DiscoveryError as exc:
+                tm.failed(exc, query.service, started, self._clock())
+                raise
+            tm.bridged(stale, outcome, started, self._clock())
+            return stale
         self._cache.put(key, outcome)
+        tm.answered(outcome, started, self._clock())
         return outcome
 
     def _track(self, watch: Stoppable) -> None:

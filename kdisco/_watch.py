@@ -33,6 +33,7 @@ from ._models import Freshness, Resolution, ServiceKind
 from ._names import Query
 from ._notify import Key, Notifier
 from ._policies import CachePolicy
+from ._redact import redact
 
 if TYPE_CHECKING:
     import logging
@@ -40,9 +41,9 @@ if TYPE_CHECKING:
 
 def _log() -> logging.Logger:
     # logging is imported when a watch first has something to say, not at import.
-    import logging
+    from . import _telemetry
 
-    return logging.getLogger("kdisco")
+    return _telemetry.WATCH_LOG
 
 
 Callback = Callable[[Resolution], object]
@@ -50,7 +51,9 @@ ErrorCallback = Callable[[DiscoveryError], object]
 
 
 def _log_error(error: DiscoveryError) -> None:
-    _log().warning("kdisco.watch: %s", error)
+    # DiscoveryError redacts its message and attempts; redacted again all the same, as
+    # everything logged that quotes an error is.
+    _log().warning("%s", redact(str(error)))
 
 
 class WatchState:

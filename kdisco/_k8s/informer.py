@@ -52,6 +52,7 @@ from kdisco._names import Query
 from kdisco._notify import Notifier
 from kdisco._policies import RetryPolicy, WatchCachePolicy
 from kdisco._strategies.base import Miss
+from kdisco._telemetry import TELEMETRY
 
 from .client import (
     Cutoff,
@@ -492,7 +493,15 @@ class _Informer(threading.Thread):
         denied = 0
         while not self._stopping.is_set():
             try:
-                if rv is None or self._clock() - listed_at >= self._policy.relist_interval:
+                if rv is not None and self._clock() - listed_at >= self._policy.relist_interval:
+                    TELEMETRY.relist(
+                        self._cache.namespace,
+                        self.resource,
+                        "interval",
+                        f"every {self._policy.relist_interval:g} s",
+                    )
+                    rv = None
+                if rv is None:
                     rv = self._list()
                     listed_at = self._clock()
                     self._mark_synced()
@@ -506,11 +515,19 @@ class _Informer(threading.Thread):
                 # No byte for read_timeout seconds: assume the connection died quietly
                 # and re-open from the last resourceVersion at once. Only if that fails
                 # is the cache marked not synced.
+                TELEMETRY.reconnect(
+                    self._cache.namespace,
+                    self.resource,
+                    "silent",
+                    f"no event for {self._policy.read_timeout:g} s",
+                    warn=True,
+                )
                 continue
             except _Gone as exc:
                 # Events were lost: answers may be behind until the re-list is done.
                 rv = None
                 self._mark_unsynced(f"{self.resource}: {exc}; re-listing")
+                TELEMETRY.relist(self._cache.namespace, self.resource, "expired", str(exc))
                 # A compaction or an apiserver restart sends 410 to every client at
                 # once: a short jittered pause spreads their re-lists.
                 self._stopping.wait(self._backoff.wait_for(1))
@@ -518,6 +535,10 @@ class _Informer(threading.Thread):
                 failures += 1
                 denied += 1
                 self._mark_unsynced(f"{self.resource}: {exc.message}")
+                # Said once below, when the denial lasts; counted every time.
+                TELEMETRY.reconnect(
+                    self._cache.namespace, self.resource, "denied", exc.message, warn=False
+                )
                 # A restarting apiserver denies everything until its RBAC cache has
                 # loaded; only a denial that lasts is worth a warning.
                 if denied == 3 and not self._denied_logged:
@@ -537,6 +558,15 @@ class _Informer(threading.Thread):
                     break
                 failures += 1
                 self._mark_unsynced(f"{self.resource}: {_describe(exc)}")
+                # A warning for the first failure of a run; the retries of an outage
+                # that lasts are counted, and logged at DEBUG.
+                TELEMETRY.reconnect(
+                    self._cache.namespace,
+                    self.resource,
+                    "error",
+                    _describe(exc),
+                    warn=failures == 1,
+                )
                 # Capped: 2.0 ** attempt overflows a float after ~1000 failures, and the
                 # backoff reached its maximum long before.
                 self._stopping.wait(self._backoff.wait_for(min(failures, 32)))
