@@ -330,7 +330,7 @@ def test_without_credentials_every_check_says_why(
     assert [c.name for c in found] == list(NAMES)
     for c in found:
         assert c.status is Status.UNKNOWN
-        assert c.summary.startswith("no API credentials: not in a pod")
+        assert c.summary.startswith("no credentials: not in a cluster")
         assert c.hint is not None
         assert "--kubeconfig" in c.hint
 

@@ -12,7 +12,6 @@ the api strategy's sans-I/O list plans, so paging and parsing are the strategy's
 from __future__ import annotations
 
 import difflib
-import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import TypeVar
 
@@ -23,6 +22,7 @@ from kdisco._exceptions import AccessDenied, ConfigurationError, TransientError
 from kdisco._k8s import netpol
 from kdisco._k8s.client import KubeClient, What
 from kdisco._k8s.objects import (
+    ALL_SERVICES_PATH,
     Json,
     MalformedObject,
     ServiceInfo,
@@ -34,8 +34,8 @@ from kdisco._k8s.objects import (
 )
 from kdisco._models import Resolution, choose_port
 from kdisco._names import Query
-from kdisco._settings import Settings, has_in_cluster_credentials
-from kdisco._strategies.api import Get, list_all, list_slices
+from kdisco._settings import Settings
+from kdisco._strategies.api import ApiStrategy, Get, list_all, list_slices
 
 from .context import Context
 from .report import Check, Status
@@ -54,7 +54,6 @@ SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 SELF_REVIEW_PATH = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 NETPOL_GROUP = "networking.k8s.io"
 #: Services of every namespace (a cluster-wide LIST: a ClusterRole grants it).
-ALL_SERVICES_PATH = "/api/v1/services"
 
 
 def pods_path(namespace: str) -> str:
@@ -121,41 +120,23 @@ class Api:
 def connect(settings: Settings, wait: float) -> tuple[KubeClient | None, str | None]:
     """The client kdisco's api strategy would use here, or why there is none.
 
-    A kubeconfig's exec plugin may take any time: it runs in a thread of its own and
-    is waited for ``wait`` seconds at most (then it is left to finish on its own).
+    It is built as the api strategy builds it (a kubeconfig's exec plugin runs in a
+    thread of its own), and waited for ``wait`` seconds at most.
     """
-    if has_in_cluster_credentials(settings.environ, settings.serviceaccount_dir):
-
-        def build() -> KubeClient:
-            return KubeClient.in_cluster(settings.serviceaccount_dir, settings.environ)
-
-    elif settings.kubeconfig:
-
-        def build() -> KubeClient:
-            return KubeClient.from_kubeconfig(settings.kubeconfig, settings.context)
-
-    else:
-        return None, (
-            f"no API credentials: not in a pod (no KUBERNETES_SERVICE_HOST with "
-            f"{settings.serviceaccount_dir}/token) and no kubeconfig"
-        )
-    built: list[KubeClient] = []
-    failed: list[Exception] = []
-
-    def run() -> None:
-        try:
-            built.append(build())
-        except Exception as exc:  # handed back below
-            failed.append(exc)
-
-    worker = threading.Thread(target=run, name="kdisco-doctor-credentials", daemon=True)
-    worker.start()
-    worker.join(wait)
-    if built:
-        return built[0], None
-    if failed:
-        return None, f"cannot load the API credentials: {why_not(failed[0])}"
-    return None, f"loading the API credentials took over {wait:g}s (a slow exec plugin?)"
+    strategy = ApiStrategy(
+        kubeconfig=settings.kubeconfig,
+        context=settings.context,
+        serviceaccount_dir=settings.serviceaccount_dir,
+        environ=settings.environ,
+    )
+    if strategy.not_applicable is not None:
+        return None, strategy.not_applicable  # "no credentials: not in a cluster ..."
+    try:
+        return strategy.client(Deadline(wait)), None
+    except TransientError:
+        return None, f"loading the API credentials took over {wait:g}s (a slow exec plugin?)"
+    except Exception as exc:
+        return None, f"cannot load the API credentials: {why_not(exc)}"
 
 
 NO_CREDENTIALS_HINT = (
@@ -163,18 +144,10 @@ NO_CREDENTIALS_HINT = (
 )
 
 
-def denied(exc: AccessDenied) -> str:
-    """The permission a 403 was about, in words (``needs 'list' on 'pods' in ...``)."""
-    if exc.status == 401:
-        return "the API rejected the credentials (401 Unauthorized)"
-    where = f"in namespace {exc.namespace!r}" if exc.namespace else "cluster-wide"
-    return f"needs {exc.verb!r} on {exc.resource!r} {where}"
-
-
 def why_not(exc: Exception) -> str:
     """Why a read gave no answer, in one line."""
     if isinstance(exc, AccessDenied):
-        return denied(exc)
+        return exc.permission
     if isinstance(exc, ConfigurationError):
         return exc.message  # the headline alone: no attempts, no line breaks
     if isinstance(exc, TransientError):

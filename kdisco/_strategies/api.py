@@ -161,6 +161,15 @@ class ApiStrategy:
             return KubeClient.in_cluster(self._sa_dir, self._environ)
         return KubeClient.from_kubeconfig(self._kubeconfig, self._context)
 
+    def client(self, deadline: Deadline) -> KubeClient:
+        """The client this strategy reads with (built once, as for a lookup, and
+        waited for until ``deadline``): for ``kdisco doctor``'s reads.
+
+        Raises:
+            TransientError: The credentials were not loaded by the deadline.
+        """
+        return self._api_client(deadline)
+
     def _api_client(self, deadline: Deadline | None = None) -> KubeClient:
         """The client, built once. Building can run a kubeconfig's exec credential
         plugin, which may take any time: it runs in a thread of its own, and each
