@@ -43,6 +43,8 @@ DEFAULT_REACH = "auto"
 class ResolvConf:
     nameservers: tuple[str, ...] = ()
     search: tuple[str, ...] = ()
+    #: ``options ndots:N`` (glibc's default 1 when none is set; glibc caps it at 15).
+    ndots: int = 1
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> ResolvConf:
@@ -56,6 +58,7 @@ class ResolvConf:
             return cls()
         nameservers: list[str] = []
         search: list[str] = []
+        ndots = 1
         for line in text.splitlines():
             words = line.split("#", 1)[0].split(";", 1)[0].split()
             if not words:
@@ -65,7 +68,12 @@ class ResolvConf:
             elif words[0] in ("search", "domain"):
                 # The last search/domain line wins, as in glibc.
                 search = [w.lower().rstrip(".") for w in words[1:]]
-        return cls(tuple(nameservers), tuple(search))
+            elif words[0] == "options":
+                for word in words[1:]:
+                    key, _, value = word.partition(":")
+                    if key == "ndots" and value.isdigit():
+                        ndots = min(int(value), 15)
+        return cls(tuple(nameservers), tuple(search), ndots)
 
     def cluster_domain(self) -> str | None:
         """The zone from the kubelet's search list ``<ns>.svc.<zone> svc.<zone> <zone>``.

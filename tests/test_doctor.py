@@ -20,7 +20,7 @@ import pytest
 from kdisco._doctor import command, local
 from kdisco._doctor.report import Check, Report, Status
 from kdisco._k8s.netpol import Peer
-from kdisco._settings import Settings
+from kdisco._settings import ResolvConf, Settings
 from tests._dnsserver import DnsResponder, rrset
 
 POD_RESOLV = (
@@ -391,8 +391,8 @@ def test_in_a_pod_a_resolv_conf_without_cluster_search_is_a_warning(
 def test_read_ndots(tmp_path: Path, text: str, ndots: int) -> None:
     conf = tmp_path / "resolv.conf"
     conf.write_text(text)
-    assert local.read_ndots(conf) == ndots
-    assert local.read_ndots(tmp_path / "absent") == 1
+    assert ResolvConf.read(conf).ndots == ndots
+    assert ResolvConf.read(tmp_path / "absent").ndots == 1
 
 
 def test_a_dns_server_given_overrides_resolv_conf(hermetic: dict[str, Any], tmp_path: Path) -> None:

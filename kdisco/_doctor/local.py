@@ -33,7 +33,6 @@ from kdisco._names import Query, in_cluster_target, parse_query
 from kdisco._settings import ResolvConf, Settings
 from kdisco._strategies.base import Miss
 from kdisco._strategies.dns import DnsStrategy
-from kdisco._validation import read_text_file
 
 from .context import Context
 from .report import Check, Status
@@ -41,7 +40,6 @@ from .report import Check, Status
 #: The Service every cluster has: if DNS cannot answer for it, it answers nothing.
 _KUBERNETES = "kubernetes.default"
 #: glibc's default when resolv.conf sets no ``options ndots``.
-_DEFAULT_NDOTS = 1
 #: At most this many endpoints are listed, and probed.
 _SHOWN = 5
 _COREDNS_HINT = (
@@ -149,31 +147,6 @@ def namespace_check(ctx: Context) -> Check:
     )
 
 
-def read_ndots(path: str | os.PathLike[str]) -> int:
-    """``options ndots:N`` from a resolv.conf (glibc's default 1 when it sets none).
-
-    Args:
-        path: The resolv.conf.
-
-    Returns:
-        int: ndots, capped at 15 as glibc caps it.
-    """
-    ndots = _DEFAULT_NDOTS
-    try:
-        text = read_text_file(path, "resolv.conf")
-    except ConfigurationError:
-        return ndots  # unreadable: ResolvConf.read treats it as absent too
-    for line in (text or "").splitlines():
-        words = line.split("#", 1)[0].split(";", 1)[0].split()
-        if words[:1] != ["options"]:
-            continue
-        for word in words[1:]:
-            key, _, value = word.partition(":")
-            if key == "ndots" and value.isdigit():
-                ndots = min(int(value), 15)
-    return ndots
-
-
 def resolv_conf_check(ctx: Context) -> Check:
     """``resolv.conf``: its nameservers, search list and ndots, and whether it is a pod's."""
     path = os.fspath(ctx.resolv_conf)
@@ -198,7 +171,7 @@ def resolv_conf_check(ctx: Context) -> Check:
             else None,
             blocking=False,
         )
-    ndots = read_ndots(path)
+    ndots = conf.ndots
     summary = (
         f"{path}: nameserver {', '.join(conf.nameservers) or '(none)'}; "
         f"search {' '.join(conf.search) or '(none)'}; ndots:{ndots}"
