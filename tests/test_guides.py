@@ -398,6 +398,7 @@ KINDS = {
     "ClusterRole": "rbac.authorization.k8s.io/v1",
     "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
     "Deployment": "apps/v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
 }
 
 
