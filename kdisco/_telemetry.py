@@ -19,9 +19,13 @@ configuring an SDK does that), checked when a ``Discoverer`` is built and on eve
 lookup the answer cache could not serve. Without it nothing is imported and nothing
 is recorded.
 
-Cost: a lookup served from the answer cache pays one ``isEnabledFor(DEBUG)`` call and
-one attribute check while nothing listens; nothing is built or timed. Every message
-that quotes an error goes through the redactor.
+- ``kdisco.watch`` also carries ``kdisco.watch()``'s failures when no ``on_error`` is
+  given (kdisco/_watch.py).
+
+Cost: while nothing listens, a lookup served from the answer cache pays one attribute
+check and one read of logging's level cache (``Telemetry.quiet``, inlined in
+``Discoverer.discover``); nothing is timed or built. Every message that quotes an error
+goes through the redactor.
 """
 
 from __future__ import annotations

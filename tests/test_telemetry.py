@@ -30,7 +30,7 @@ from kdisco import WatchCachePolicy
 from kdisco._telemetry import BUCKETS, COUNTERS, TELEMETRY, use_meter_provider
 from kdisco.testing import FakeResolver, override
 
-from ._helpers_api import FakeApiServer, FakeNamespace, eps_slice
+from ._helpers_api import FakeApiServer, FakeNamespace, Reply, _status, eps_slice
 from ._helpers_chain import FakeClock, Scripted
 from .test_cache import answer
 from .test_watchcache import both_watching, wait_until
@@ -423,10 +423,11 @@ def test_an_expired_watch_re_lists_with_a_warning_and_a_count(
 
 
 def test_a_failing_watch_warns_once_per_outage_and_counts_every_retry(
-    server: FakeApiServer, ns: FakeNamespace, caplog: pytest.LogCaptureFixture, reader: Any
+    server: FakeApiServer,
+    ns: FakeNamespace,
+    caplog: pytest.LogCaptureFixture,
+    reader: InMemoryMetricReader,
 ) -> None:
-    from ._helpers_api import Reply, _status
-
     down = Reply(503, _status(503, "ServiceUnavailable", f"down; token: {SECRET}"))
     ns.script_watch("endpointslices", *[down] * 5)
     with caplog.at_level(logging.WARNING, logger="kdisco"), make_watched(server) as d:
