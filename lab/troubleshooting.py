@@ -9,7 +9,9 @@ rewritten with the output, its volatile parts normalised (`Normaliser`), so the 
 the same on every run and tests/integration/test_troubleshooting_lab.py can compare.
 
 Addresses the lab hands out are resolved and compared, never connected to; no case
-probes. A "stopped CoreDNS" is a UDP port on 127.0.0.1 that nobody reads.
+probes. A "stopped CoreDNS" is a UDP port on 127.0.0.1 that nobody reads. The names are
+fixed (they are on the page), so two runs against one lab at once collide; other tests
+use namespaces with random suffixes and other Service names, so they do not.
 """
 
 from __future__ import annotations
