@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +114,11 @@ class Turn:
     view: str | None
 
 
+#: What an attempt says of its view, for a strategy asked for both.
+VIEW_NOTES = {
+    "external": "looking for a way in from outside the cluster",
+    "cluster": "the cluster-internal view",
+}
 #: Why a strategy that knows only cluster addresses is not asked for reach="external".
 CLUSTER_ONLY = "gives cluster-internal addresses only, and reach='external' was asked for"
 #: The note on a cluster-internal answer given to a caller outside the cluster.
@@ -178,6 +184,10 @@ class ChainRun:
         outside: bool = False,
     ) -> None:
         self._turns = turns(strategies, query.reach)
+        # A strategy asked for two views (reach "auto" outside the cluster) says which
+        # view each of its attempts was for: the same name twice reads as a repeat.
+        asked = Counter(id(t.strategy) for t in self._turns)
+        self._twice = {key for key, n in asked.items() if n > 1}
         self._outside = outside
         self._deadline = deadline
         self._query = query
@@ -264,7 +274,7 @@ class ChainRun:
                 Attempt(
                     strategy=step.strategy.name,
                     outcome=result.outcome,
-                    reason=_noted(result.reason, note),
+                    reason=_noted(result.reason, self._view_noted(step, note)),
                     tries=tries,
                 )
             )
@@ -327,6 +337,7 @@ class ChainRun:
     def record_error(
         self, step: Step, error: BaseException, tries: int, note: str | None = None
     ) -> None:
+        note = self._view_noted(step, note)
         self._index += 1
         self._last_error = error
         if isinstance(error, AccessDenied):
@@ -345,6 +356,11 @@ class ChainRun:
                 tries=tries,
             )
         )
+
+    def _view_noted(self, step: Step, note: str | None) -> str | None:
+        if id(step.strategy) not in self._twice or step.view not in VIEW_NOTES:
+            return note
+        return VIEW_NOTES[step.view] if note is None else f"{note}; {VIEW_NOTES[step.view]}"
 
     def result(self) -> Resolution:
         if self._answer is not None:

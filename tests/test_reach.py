@@ -551,6 +551,21 @@ def test_auto_prefers_a_way_in_and_falls_back_to_the_cluster_answer_with_a_warni
     ]
 
 
+def test_a_strategy_asked_for_both_views_says_which_each_attempt_was(drive: Any) -> None:
+    # Outside the cluster with reach "auto", the api strategy is asked twice: the two
+    # attempts would otherwise read as the same one repeated.
+    q = query(reach="auto")
+    api = Viewed("api", Miss(Outcome.NO_SUCH_PORT, "no port 8080"), views=("cluster", "external"))
+    dns = Viewed("dns", Miss(Outcome.NO_SUCH_PORT, "SRV lists 80"), views=("cluster",))
+    with pytest.raises(kdisco.PortNotFound) as info:
+        drive([dns, api], q, outside=True)
+    assert [(a.strategy, a.reason) for a in info.value.attempts] == [
+        ("api", "no port 8080; looking for a way in from outside the cluster"),
+        ("dns", "SRV lists 80"),  # asked once: nothing to tell apart
+        ("api", "no port 8080; the cluster-internal view"),
+    ]
+
+
 # -- Discoverer and settings ------------------------------------------------------------
 
 
