@@ -530,6 +530,16 @@ class _Run:
                 details=tuple(details),
             )
         blocking = uses_api and any(m.blocking for m in missing)
+        answer = self.ctx.findings.get("answer")
+        if blocking and isinstance(answer, Resolution):
+            # kdisco answered (the discover check): what is missing does not stop this
+            # connection, but the api strategy would be refused where only it can tell.
+            blocking = False
+            details.append(
+                f"kdisco answers anyway (from {answer.source}); these matter where only the "
+                "api strategy can answer: a headless Service's Pods when DNS cannot, "
+                "readiness behind a ClusterIP, and the fallback when cluster DNS fails"
+            )
         for m in missing:
             details.append(f"missing: {m.describe()} ({m.why})")
         return Check(

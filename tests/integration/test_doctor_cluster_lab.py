@@ -123,9 +123,15 @@ def in_pod(lab_info: Any, sa_dir: Path, **environ: str) -> Settings:
 
 
 def diagnose(
-    settings: Settings, name: str, *, caller: Peer | None = None, dns: bool = False
+    settings: Settings,
+    name: str,
+    *,
+    caller: Peer | None = None,
+    dns: bool = False,
+    discover: bool = False,
 ) -> tuple[Context, dict[str, Check]]:
-    """The cluster checks for ``name`` (after the local dns answer check, with ``dns``)."""
+    """The cluster checks for ``name`` (after the local dns answer check, with ``dns``,
+    and kdisco's own answer, with ``discover``)."""
     query = parse_query(
         name,
         namespace=None,
@@ -141,6 +147,8 @@ def diagnose(
     )
     if dns:
         local.dns_answer_check(ctx)
+    if discover:
+        local.discover_check(ctx)
     found = list(doctor_cluster.checks(ctx))
     assert [c.name for c in found] == list(doctor_cluster.NAMES)
     print(Report(target=name, checks=tuple(found)).text())  # shown when a test fails
@@ -363,6 +371,13 @@ def test_a_role_without_list_on_endpointslices(
         f"missing as system:serviceaccount:{shop}:nolist: list endpointslices.discovery.k8s.io"
     )
     assert check.hint is not None
+    # When kdisco answers anyway (here DNS does), it is a warning, not a stop.
+    ctx, found = diagnose(in_pod(lab_info, sa_dir), "web", discover=True)
+    assert ctx.findings["answer"] is not None
+    check = found["rbac"]
+    assert check.status is Status.FAILED
+    assert not check.blocking
+    assert check.details[0].startswith("kdisco answers anyway (from ")
     assert "docs/in-a-pod.md" in check.hint
     assert "resources ['endpointslices'], verbs ['list']" in check.hint
     # Each read that was refused is could-not-check, naming the permission.
