@@ -274,7 +274,13 @@ class ChainRun:
                 Attempt(
                     strategy=step.strategy.name,
                     outcome=result.outcome,
-                    reason=_noted(result.reason, self._view_noted(step, note)),
+                    reason=_noted(
+                        result.reason,
+                        # "No route from outside" already says which view it was.
+                        note
+                        if result.outcome is Outcome.NO_EXTERNAL_ROUTE
+                        else self._view_noted(step, note),
+                    ),
                     tries=tries,
                 )
             )
