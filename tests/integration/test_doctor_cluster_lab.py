@@ -378,6 +378,7 @@ def test_a_role_without_list_on_endpointslices(
     assert check.status is Status.FAILED
     assert not check.blocking
     assert check.details[0].startswith("kdisco answers anyway (from ")
+    assert check.hint is not None
     assert "docs/in-a-pod.md" in check.hint
     assert "resources ['endpointslices'], verbs ['list']" in check.hint
     # Each read that was refused is could-not-check, naming the permission.
