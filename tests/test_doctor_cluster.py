@@ -311,6 +311,40 @@ def test_no_policy_passes_and_an_unknown_caller_is_could_not_check() -> None:
     assert "labels" in check.summary
 
 
+def test_a_namespace_whose_labels_could_not_be_read_is_not_guessed_to_be_denied() -> None:
+    # The caller's namespace could not be read (no 'get' on namespaces): a rule that
+    # selects namespaces by another label than their name is unknown, not a denial...
+    peer = netpol.Peer(namespace="front", pod_labels={"app": "ui"})  # labels left None
+    by_team = {
+        "metadata": {"name": "from-team-front", "namespace": "shop"},
+        "spec": {
+            "podSelector": {},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "front"}}}]}],
+        },
+    }
+    check = netpol_check(verdicts([by_team], peer), 1, peer, [])
+    assert check.status is Status.UNKNOWN
+    # ... while one by the name label every namespace has is still decided.
+    by_name = {
+        "metadata": {"name": "from-front", "namespace": "shop"},
+        "spec": {
+            "podSelector": {},
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "front"}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    assert netpol_check(verdicts([by_name], peer), 1, peer, []).status is Status.PASSED
+
+
 # -- the checks as a whole -------------------------------------------------------------
 
 

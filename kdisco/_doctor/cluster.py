@@ -658,14 +658,16 @@ class _Run:
                     f"/api/v1/namespaces/{peer.namespace}", ("get", "namespaces", "")
                 )
             except READ_ERRORS as exc:
-                found = None
+                # Left unknown: a rule selecting namespaces by their name label is still
+                # decided (every namespace has it); one by other labels is said to be
+                # unknown, not guessed to deny.
                 notes.append(
-                    f"namespace {peer.namespace!r}'s labels are unknown ({why_not(exc)}): "
-                    f"assumed to be only {netpol.NAMESPACE_NAME_LABEL}={peer.namespace}"
+                    f"the labels of namespace {peer.namespace!r} are unknown ({why_not(exc)}) "
+                    f"except its {netpol.NAMESPACE_NAME_LABEL}={peer.namespace}"
                 )
-            else:
-                if found is None:
-                    notes.append(f"the caller's namespace {peer.namespace!r} does not exist")
+                return peer, notes
+            if found is None:
+                notes.append(f"the caller's namespace {peer.namespace!r} does not exist")
             labels = (
                 str_map((found.get("metadata") or {}).get("labels")) if found is not None else None
             )

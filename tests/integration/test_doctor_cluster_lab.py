@@ -509,7 +509,7 @@ def test_in_a_pod_the_caller_is_its_own_pod(
         return found["networkpolicy"]
 
     check = eventually(evaluated)  # RBAC catches up with the bindings
-    assert any(f"{front!r}'s labels are unknown" in d for d in check.details)
+    assert any(f"the labels of namespace {front!r} are unknown" in d for d in check.details)
     assert any("policy 'ui-only' admits" in d for d in check.details)
 
 
