@@ -91,14 +91,13 @@ def resolve(name: str, strategy: str, env: dict[str, str], *more: str) -> dict[s
     if out.returncode == 0:
         return dict(json.loads(out.stdout))
     if out.returncode == 1:
-        message = out.stderr.strip().removeprefix("kdisco: ")
-        return {"error": message.split(" (tried:")[0]}
+        return {"error": json.loads(out.stdout)["error"]}  # --json: the error as JSON
     raise RuntimeError(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr}")
 
 
 def cell(result: dict[str, Any]) -> str:
     if "error" in result:
-        return "-- " + result["error"].split(":")[0]
+        return "-- " + result["error"]
     eps = result["endpoints"]
     shown = ", ".join(
         (
@@ -125,6 +124,8 @@ def main() -> int:
             services, nodes = apply(cluster, HERE / "shop.yaml")
             print(f"created namespace {NAMESPACE!r} with Services: {', '.join(services)}")
             wait_for_slices(cluster, "orders-db", 3)
+            for service in ("storefront", "payments", "checkout"):
+                wait_for_slices(cluster, service, 1)
 
             # A pod in "shop" would have these: cluster DNS, kubelet's variables, and
             # the API (here through the lab's kubeconfig).
