@@ -220,9 +220,11 @@ def test_timeouts_hold_under_load() -> None:
     took = asyncio.run(main())
     assert forever.started == 300
     assert min(took) >= 0.45
-    # +10 %, plus the driver's grace past the strategy's share (50 ms) and a loop
-    # turn for 300 cancellations on a busy 2-core machine.
-    assert max(took) <= 0.55 + 0.05 + 0.05
+    # +10 %, plus the driver's grace past the strategy's share (50 ms), and room for
+    # a loop turn of 300 cancellations on a 2-core machine that is also running the
+    # lab (CI has shown one stall of 125 ms there). What this guards against is far
+    # larger: calls waiting for each other would take 300 x 0.5 s.
+    assert max(took) <= 0.55 + 0.05 + 0.25
 
 
 def test_cancelling_a_discover_leaves_no_cache_entry_and_no_task() -> None:
