@@ -104,8 +104,11 @@ class ServiceNotFound(DiscoveryError):
     """No strategy that could tell found the Service.
 
     Raised when every strategy that answered said "not found" (DNS NXDOMAIN, API
-    404, no static entry) and none failed or timed out: the Service does not exist
-    (or not in that namespace). Never bridged with a stale answer.
+    404, no static entry) and none failed or timed out, or when cluster DNS or the
+    API said so and another strategy was only refused (`AccessDenied` then is not
+    the finding: a typo is no missing Role rule): the Service does not exist (or
+    not in that namespace; the message names the namespaces that have the name,
+    when the API may list them). Never bridged with a stale answer.
     """
 
 
@@ -113,7 +116,9 @@ class NoReadyEndpoints(DiscoveryError):
     """The Service exists but has no ready endpoint.
 
     Raised when a headless Service (or, with ``backends=True``, any Service) has no
-    ready pod, when a static entry lists only endpoints with ``ready=False``, and by
+    ready pod, when the api strategy sees no ready or serving endpoint behind a
+    ClusterIP (cluster DNS cannot see that, and answers the ClusterIP), when a
+    static entry lists only endpoints with ``ready=False``, and by
     `Resolution.first` on an answer with no endpoints. Usually worth a backoff and a
     retry: pods may be starting. Never bridged with a stale answer.
     """
@@ -131,6 +136,21 @@ class NotReachable(DiscoveryError):
     """The Service exists, but nothing routes to it from outside the cluster: asked
     with ``reach="external"``, it has no load balancer address, external IP, node port
     or Ingress route."""
+
+
+def permission_words(verb: str, resource: str, namespace: str) -> str:
+    """A permission in words: ``'get' on 'services' in namespace 'billing'``, or
+    ``'list' on 'nodes' cluster-wide`` for a cluster-scoped resource (``namespace``
+    ``""``). ``resource`` is qualified by its group (``endpointslices.discovery.k8s.io``)."""
+    where = f"in namespace {namespace!r}" if namespace else "cluster-wide"
+    return f"{verb!r} on {resource!r} {where}"
+
+
+def rbac_rule(verb: str, resource: str) -> str:
+    """The RBAC rule that grants ``verb`` on ``resource`` (qualified by its group):
+    ``apiGroups ['discovery.k8s.io'], resources ['endpointslices'], verbs ['list']``."""
+    plain, _, group = resource.partition(".")
+    return f"apiGroups [{group!r}], resources [{plain!r}], verbs [{verb!r}]"
 
 
 #: Where an `AccessDenied` message quotes the API's own words (after the permission
@@ -194,8 +214,7 @@ class AccessDenied(DiscoveryError, PermissionError):
             return "the API rejected the credentials (401 Unauthorized)"
         if not self.verb or not self.resource:
             return self.message
-        where = f"in namespace {self.namespace!r}" if self.namespace else "cluster-wide"
-        return f"needs {self.verb!r} on {self.resource!r} {where}"
+        return f"needs {permission_words(self.verb, self.resource, self.namespace)}"
 
 
 class DiscoveryTimeout(DiscoveryError, TimeoutError):

@@ -18,7 +18,13 @@ from typing import TypeVar
 import attrs
 
 from kdisco._deadline import Deadline
-from kdisco._exceptions import AccessDenied, ConfigurationError, TransientError
+from kdisco._exceptions import (
+    AccessDenied,
+    ConfigurationError,
+    TransientError,
+    permission_words,
+    rbac_rule,
+)
 from kdisco._k8s import netpol
 from kdisco._k8s.client import KubeClient, What
 from kdisco._k8s.objects import (
@@ -162,12 +168,7 @@ def grant_hint(exc: Exception) -> str | None:
     if exc.status == 401:
         return "the credentials are wrong or expired: renew the kubeconfig's (or the pod's) token"
     kind = "a Role" if exc.namespace else "a ClusterRole"
-    return f"grant it to check this ({kind} rule: {rule_text(exc.verb, exc.resource)})"
-
-
-def rule_text(verb: str, resource: str) -> str:
-    plain, _, group = resource.partition(".")
-    return f"apiGroups [{group!r}], resources [{plain!r}], verbs [{verb!r}]"
+    return f"grant it to check this ({kind} rule: {rbac_rule(exc.verb, exc.resource)})"
 
 
 #: What a read can fail with; each becomes a could-not-check, never an error.
@@ -932,8 +933,7 @@ class Permission:
         return f"{self.verb} {self.qualified}"
 
     def describe(self) -> str:
-        where = f"in namespace {self.namespace!r}" if self.namespace else "cluster-wide"
-        return f"{self.verb!r} on {self.qualified!r} {where}"
+        return permission_words(self.verb, self.qualified, self.namespace)
 
 
 def needed_permissions(

@@ -44,7 +44,14 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from kdisco._deadline import Deadline
-from kdisco._exceptions import API_SAID, AccessDenied, ConfigurationError, TransientError
+from kdisco._exceptions import (
+    API_SAID,
+    AccessDenied,
+    ConfigurationError,
+    TransientError,
+    permission_words,
+    rbac_rule,
+)
 from kdisco._forksafe import after_fork_in_child
 from kdisco._validation import read_text_file
 
@@ -731,19 +738,14 @@ def raise_for_status(status: int, body: bytes, what: What) -> bool:
                 f"in namespace {namespace!r}: {message}"
             )
         else:
-            group = resource.partition(".")[2]
-            rule = (
-                f"apiGroups [{group!r}], resources [{resource.split('.')[0]!r}], verbs [{verb!r}]"
-            )
+            needs = permission_words(verb, resource, namespace)
+            rule = rbac_rule(verb, resource)
             if namespace:
-                text = (
-                    f"forbidden: needs {verb!r} on {resource!r} in namespace {namespace!r} "
-                    f"(a Role rule: {rule}){API_SAID}{message}"
-                )
+                text = f"forbidden: needs {needs} (a Role rule: {rule}){API_SAID}{message}"
             else:  # a cluster-scoped resource (nodes): a Role cannot grant it
                 text = (
-                    f"forbidden: needs {verb!r} on {resource!r}, cluster-wide (a ClusterRole "
-                    f"rule: {rule}, bound with a ClusterRoleBinding){API_SAID}{message}"
+                    f"forbidden: needs {needs} (a ClusterRole rule: {rule}, bound with a "
+                    f"ClusterRoleBinding){API_SAID}{message}"
                 )
         raise AccessDenied(text, verb=verb, resource=resource, namespace=namespace, status=status)
     if status == 429 or status >= 500:
