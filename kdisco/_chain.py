@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -184,10 +183,6 @@ class ChainRun:
         outside: bool = False,
     ) -> None:
         self._turns = turns(strategies, query.reach)
-        # A strategy asked for two views (reach "auto" outside the cluster) says which
-        # view each of its attempts was for: the same name twice reads as a repeat.
-        asked = Counter(id(t.strategy) for t in self._turns)
-        self._twice = {key for key, n in asked.items() if n > 1}
         self._outside = outside
         self._deadline = deadline
         self._query = query
@@ -364,7 +359,12 @@ class ChainRun:
         )
 
     def _view_noted(self, step: Step, note: str | None) -> str | None:
-        if id(step.strategy) not in self._twice or step.view not in VIEW_NOTES:
+        """A strategy asked for two views (reach "auto" outside the cluster) says which
+        view each of its attempts was for: the same name twice reads as a repeat.
+        (Counted only for an attempt that is recorded, not on every lookup.)"""
+        if step.view not in VIEW_NOTES:
+            return note
+        if sum(1 for t in self._turns if t.strategy is step.strategy) < 2:
             return note
         return VIEW_NOTES[step.view] if note is None else f"{note}; {VIEW_NOTES[step.view]}"
 
