@@ -359,14 +359,16 @@ class Discoverer:
                 ``backends=True`` was given with ``reach="external"`` (before any
                 network call).
             NoReadyEndpoints: The Service exists but nothing behind it is ready (a
-                headless Service, ``backends=True``, a node port, a static entry).
+                headless Service, ``backends=True``, a node port, a static entry, a
+                ClusterIP the api strategy sees nothing ready behind).
             PortNotFound: The Service exists but declares no such port.
             NotReachable: The Service exists but nothing routes to it from outside
                 the cluster (``reach="external"``).
             AccessDenied: The Kubernetes API refused (401 or 403) and no strategy
                 answered; it names the verb, resource and namespace to grant.
             ServiceNotFound: Every strategy that could tell says there is no such
-                Service (and none failed or timed out).
+                Service (and none failed or timed out), or cluster DNS or the API
+                says so and another strategy was only refused.
             DiscoveryTimeout: The deadline passed before an answer.
             DiscoveryUnavailable: No strategy could answer: each failed or does not
                 apply here (no cluster DNS, no credentials), or an ExternalName
@@ -771,14 +773,16 @@ def discover(
             network call); or, on the first call, the environment is (building the
             default Discoverer).
         NoReadyEndpoints: The Service exists but nothing behind it is ready (a
-            headless Service, ``backends=True``, a node port, a static entry).
+            headless Service, ``backends=True``, a node port, a static entry, a
+            ClusterIP the api strategy sees nothing ready behind).
         PortNotFound: The Service exists but declares no such port.
         NotReachable: The Service exists but nothing routes to it from outside the
             cluster (``reach="external"``).
         AccessDenied: The Kubernetes API refused (401 or 403) and no strategy
             answered; it names the verb, resource and namespace to grant.
         ServiceNotFound: Every strategy that could tell says there is no such
-            Service (and none failed or timed out).
+            Service (and none failed or timed out), or cluster DNS or the API
+            says so and another strategy was only refused.
         DiscoveryTimeout: The deadline passed before an answer.
         DiscoveryUnavailable: No strategy could answer: each failed or does not
             apply here (no cluster DNS, no credentials), or an ExternalName chain

@@ -411,9 +411,10 @@ def finish(steps: Generator[None, None, _T]) -> _T:
 
 
 def answer_without_slices(query: Query, info: ServiceInfo) -> Resolution | Miss | None:
-    """The answer when the Service alone gives it (ClusterIP, ExternalName, a port it
-    does not declare); None when it takes the slices (a headless Service, or the
-    pods behind a ClusterIP when the query asks for ``backends``).
+    """The answer when the Service alone gives it (ExternalName, a port it does not
+    declare, a ClusterIP when readiness is not asked about); None when it takes the
+    slices (a headless Service, the pods behind a ClusterIP for ``backends``, and
+    whether anything behind a ClusterIP is ready).
 
     A reader that must fetch the slices first (the direct reads) asks this whether
     to, so that the rule is written once.
@@ -488,9 +489,10 @@ def answer_from_merged(
     slice_count: int,
     unserved: int = 0,
 ) -> Resolution | Miss:
-    """A headless Service's answer (or a ClusterIP Service's pods) from its slices,
-    merged (``SliceMerge``), when ``answer_without_slices`` gave None. ``unserved``:
-    endpoints left out because their slice does not serve the port."""
+    """A headless Service's answer (a ClusterIP Service's pods, or its ClusterIP when
+    something behind it is ready) from its slices, merged (``SliceMerge``), when
+    ``answer_without_slices`` gave None. ``unserved``: endpoints left out because
+    their slice does not serve the port."""
     service = query.service
     behind_ip = not info.headless and not query.backends
     what = (

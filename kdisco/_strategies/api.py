@@ -75,7 +75,9 @@ class ApiStrategy:
     its slices are read directly, as with ``watch`` off.
 
     ClusterIP (and NodePort, LoadBalancer) Services answer with their ClusterIPs and
-    the Service port; headless Services with each endpoint and its target port;
+    the Service port, when their slices show a ready (or serving) endpoint behind
+    them (else ``NO_READY_ENDPOINTS``; without ``list`` on EndpointSlices, the
+    ClusterIP as DNS gives it); headless Services with each endpoint and its target port;
     ExternalName Services with the external name. Credentials: in-cluster (token
     re-read when the file changes) when ``KUBERNETES_SERVICE_HOST`` and the
     service-account directory are there, else the kubeconfig.
@@ -409,7 +411,8 @@ DirectRead = Generator[Get | None, bytes | None, Resolution | Miss]
 
 def direct_read(query: Query, page_size: int) -> DirectRead:
     """A direct read, sans I/O: GET the Service, then LIST its slices (page by page)
-    only when the answer needs them (a headless Service).
+    when the answer needs them (every Service but an ExternalName, unless readiness
+    is not asked about).
 
     Yields each request and is sent the body of its 2xx response (None for a 404).
     Between chunks of work (each slice decoded, each slice parsed, every
